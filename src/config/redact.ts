@@ -1,0 +1,73 @@
+import yaml from 'js-yaml';
+import { formatDuration } from './duration.js';
+import { CONFIG_KEYS, type ConfigKeySpec, type FileConfig } from './schema.js';
+import { formatSize } from './size.js';
+import type { Config } from './types.js';
+
+export const REDACTED = '[redacted]';
+
+/** Converts the typed Config back into file form: durations and sizes as strings. */
+export function toFileForm(config: Config): FileConfig {
+  return {
+    mode: config.mode,
+    listen: {
+      address: config.listen.address,
+      allowRemote: config.listen.allowRemote,
+      allowAnonymous: config.listen.allowAnonymous,
+      tls: { ...config.listen.tls },
+      plaintext: config.listen.plaintext,
+    },
+    upstream: {
+      endpoints: [...config.upstream.endpoints],
+      tls: { ...config.upstream.tls },
+      connectTimeout: formatDuration(config.upstream.connectTimeoutMs),
+      reconnectBackoff: {
+        base: formatDuration(config.upstream.reconnectBackoff.baseMs),
+        max: formatDuration(config.upstream.reconnectBackoff.maxMs),
+      },
+      maxSessionsPerEndpoint: config.upstream.maxSessionsPerEndpoint,
+    },
+    health: {
+      pingInterval: formatDuration(config.health.pingIntervalMs),
+      pingTimeout: formatDuration(config.health.pingTimeoutMs),
+      writeFreshness: formatDuration(config.health.writeFreshnessMs),
+    },
+    retry: {
+      maxAttempts: config.retry.maxAttempts,
+      budget: formatDuration(config.retry.budgetMs),
+      maxBodyBytes: formatSize(config.retry.maxBodyBytes),
+    },
+    metrics: { address: config.metrics.address },
+    log: { level: config.log.level },
+    shutdown: { drainTimeout: formatDuration(config.shutdown.drainTimeoutMs) },
+    stateDir: config.stateDir,
+  };
+}
+
+/**
+ * Returns the effective configuration in file form with every sensitive value replaced by
+ * "[redacted]", even an empty one, so that the output does not reveal whether a secret is set.
+ * `keys` defaults to the stallguard schema.
+ */
+export function redactConfig(config: Config, keys: readonly ConfigKeySpec[] = CONFIG_KEYS): FileConfig {
+  const fileForm = toFileForm(config) as unknown as Record<string, unknown>;
+
+  for (const spec of keys) {
+    if (!spec.sensitive) {
+      continue;
+    }
+    const segments = spec.path.split('.');
+    const leaf = segments.pop()!;
+    let section = fileForm;
+    for (const segment of segments) {
+      section = section[segment] as Record<string, unknown>;
+    }
+    section[leaf] = REDACTED;
+  }
+  return fileForm as unknown as FileConfig;
+}
+
+/** Renders the redacted effective configuration as YAML in the file form that `--config` reads. */
+export function renderConfigYaml(config: Config, keys: readonly ConfigKeySpec[] = CONFIG_KEYS): string {
+  return yaml.dump(redactConfig(config, keys), { lineWidth: -1, noRefs: true });
+}

@@ -1,0 +1,53 @@
+/**
+ * The effective configuration after the file, the environment and the flags are merged and
+ * validated. Durations arrive as Go-style strings ("500ms", "2s") and are carried inside as
+ * milliseconds, so every field that holds a time ends in `Ms`.
+ */
+export interface Config {
+  mode: 'http2' | 'tcp';
+  listen: ListenConfig;
+  upstream: UpstreamConfig;
+  health: HealthConfig;
+  retry: RetryConfig;
+  metrics: { address: string };
+  log: { level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent' };
+  shutdown: { drainTimeoutMs: number };
+  stateDir: string;
+}
+
+export interface ListenConfig {
+  /** host:port of the local TLS listener; the host must be a loopback address unless allowRemote is set. */
+  address: string;
+  allowRemote: boolean;
+  allowAnonymous: boolean;
+  tls: { cert: string; key: string; clientCA: string };
+  /** host:port of the optional plaintext listener (HTTP/1.1 and h2c); empty disables it. */
+  plaintext: string;
+}
+
+export interface UpstreamConfig {
+  /** https:// URLs of the API-server replicas or of the load balancer. */
+  endpoints: string[];
+  tls: {
+    ca: string;
+    cert: string;
+    key: string;
+    serverName: string;
+    insecureSkipVerify: boolean;
+  };
+  connectTimeoutMs: number;
+  reconnectBackoff: { baseMs: number; maxMs: number };
+  maxSessionsPerEndpoint: number;
+}
+
+export interface HealthConfig {
+  pingIntervalMs: number;
+  pingTimeoutMs: number;
+  writeFreshnessMs: number;
+}
+
+export interface RetryConfig {
+  maxAttempts: number;
+  budgetMs: number;
+  maxBodyBytes: number;
+}

@@ -1,0 +1,355 @@
+import type http from 'node:http';
+import http2 from 'node:http2';
+import type { Logger } from 'pino';
+import { describeError, NoReadyEndpointError, StallguardError } from '../errors.js';
+import { Metrics, statusClass } from '../metrics/metrics.js';
+import type { UpstreamIdentity } from '../upstream/identity.js';
+import type { UpstreamPool } from '../upstream/pool.js';
+import type { EvictionReason, StreamTenant, UpstreamSession } from '../upstream/session.js';
+import { downstreamResponseHeaders, forwardableTrailers, upstreamRequestHeaders } from './headers.js';
+import { isIdempotent, isWatch, requestTimeoutMs } from './request-kind.js';
+import { RequestBody } from './request-body.js';
+import { abortResponse, sendStatus, type DownstreamRequest, type DownstreamResponse } from './respond.js';
+import type { StatusReason } from './status.js';
+import type { WatchRegistry } from './watch-registry.js';
+
+const { NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM, NGHTTP2_CANCEL } = http2.constants;
+
+export interface ForwardSettings {
+  maxAttempts: number;
+  budgetMs: number;
+  maxBodyBytes: number;
+  writeFreshnessMs: number;
+}
+
+export interface ForwardContext {
+  pool: UpstreamPool;
+  settings: ForwardSettings;
+  metrics: Metrics;
+  watches: WatchRegistry;
+  log: Logger;
+}
+
+/**
+ * How one attempt on one session ended:
+ * - `done`: the response went to the client in full, or the client left;
+ * - `unprocessed`: the server provably never processed the request (no stream was opened, it was
+ *   refused with REFUSED_STREAM, or it lies above a GOAWAY's last stream id): any method may retry;
+ * - `lost`: the session died with the request possibly processed: only idempotent requests retry;
+ * - `cut`: the session died after response bytes reached the client: nothing may retry.
+ */
+type AttemptOutcome =
+  | { kind: 'done' }
+  | { kind: 'unprocessed' | 'lost'; reason: string; err: StallguardError | Error; timedOut: boolean }
+  | { kind: 'cut'; reason: string };
+
+/**
+ * Forwards one client request over the pool, retrying on another session what is safe to retry.
+ * A write (any method other than GET, HEAD, OPTIONS) is sent only on a session that read a frame
+ * within health.writeFreshness, and is replayed only when the server provably did not process it,
+ * so it is never applied twice and never dropped without an error to the client.
+ */
+export class ForwardedRequest {
+  readonly #ctx: ForwardContext;
+  readonly #req: DownstreamRequest;
+  readonly #res: DownstreamResponse;
+  readonly #identity: UpstreamIdentity;
+  readonly #method: string;
+  readonly #path: string;
+  readonly #watch: boolean;
+  readonly #idempotent: boolean;
+  readonly #startedAt = Date.now();
+  readonly #deadline: number;
+  readonly #tried = new Set<UpstreamSession>();
+  #body: RequestBody | undefined;
+  #clientGone = false;
+  #responseStarted = false;
+  #endpoint = 'none';
+
+  constructor(ctx: ForwardContext, req: DownstreamRequest, res: DownstreamResponse, identity: UpstreamIdentity) {
+    this.#ctx = ctx;
+    this.#req = req;
+    this.#res = res;
+    this.#identity = identity;
+    this.#method = req.method ?? 'GET';
+    this.#path = req.url ?? '/';
+    this.#watch = isWatch(this.#path);
+    this.#idempotent = isIdempotent(this.#method);
+    this.#deadline = this.#startedAt + (requestTimeoutMs(this.#path) ?? ctx.settings.budgetMs);
+
+    if (hasRequestBody(req)) this.#body = new RequestBody(req, ctx.settings.maxBodyBytes);
+    res.once('close', () => {
+      if (!res.writableFinished) this.#clientGone = true;
+    });
+  }
+
+  async run(): Promise<void> {
+    const { metrics } = this.#ctx;
+    metrics.activeStreams.inc();
+    try {
+      await this.#runAttempts();
+    } catch (err) {
+      this.#ctx.log.error({ err: describeError(err), method: this.#method }, 'request failed unexpectedly');
+      if (!this.#responseStarted) this.#reply(502, 'InternalError', `stallguard failed to forward the request: ${describeError(err)}`);
+      else abortResponse(this.#req, this.#res);
+    } finally {
+      metrics.activeStreams.dec();
+    }
+  }
+
+  async #runAttempts(): Promise<void> {
+    const { settings, metrics } = this.#ctx;
+    let lastFailure = '';
+
+    for (let attempt = 1; attempt <= settings.maxAttempts; attempt++) {
+      if (this.#clientGone) return;
+
+      const session = await this.#acquire(lastFailure);
+      if (session === undefined) return;
+
+      if (!this.#idempotent) {
+        try {
+          await session.ensureFresh(settings.writeFreshnessMs);
+        } catch (err) {
+          // No stream was opened, so trying another session cannot apply the write twice.
+          this.#tried.add(session);
+          lastFailure = `session ${session.id} to ${session.endpoint.id} did not answer a PING before the write: ${describeError(err)}`;
+          attempt--;
+          if (Date.now() >= this.#deadline) break;
+          continue;
+        }
+      }
+
+      this.#tried.add(session);
+      this.#endpoint = session.endpoint.id;
+      const outcome = await this.#attempt(session);
+      if (outcome.kind === 'done' || outcome.kind === 'cut') return;
+
+      lastFailure = `${session.endpoint.id}: ${outcome.reason}`;
+      const retryable = outcome.kind === 'unprocessed' || this.#idempotent;
+      const replayable = this.#body === undefined || this.#body.replayable;
+
+      if (!retryable) {
+        metrics.retries.inc({ reason: outcome.reason, outcome: 'not_retried' });
+        const status = outcome.timedOut ? 504 : 502;
+        this.#reply(
+          status,
+          outcome.timedOut ? 'Timeout' : 'InternalError',
+          `the connection to ${session.endpoint.id} was lost (${outcome.reason}) after the ${this.#method} request was sent; ` +
+            'it may or may not have been applied: read the object back before you retry',
+        );
+        return;
+      }
+      if (!replayable) {
+        metrics.retries.inc({ reason: outcome.reason, outcome: 'body_too_large' });
+        this.#reply(
+          503,
+          'ServiceUnavailable',
+          `the connection to ${session.endpoint.id} was lost (${outcome.reason}) and the request body of ${this.#body!.bytesRead} bytes ` +
+            'is larger than retry.maxBodyBytes, so it was not replayed; retry the request',
+          1,
+        );
+        return;
+      }
+      if (attempt === settings.maxAttempts || Date.now() >= this.#deadline) break;
+
+      metrics.retries.inc({ reason: outcome.reason, outcome: 'retried' });
+      this.#ctx.log.info({ method: this.#method, endpoint: session.endpoint.id, sessionId: session.id, reason: outcome.reason, attempt }, 'request retried');
+    }
+
+    this.#ctx.metrics.rejected.inc({ reason: 'retries_exhausted' });
+    this.#reply(503, 'ServiceUnavailable', `no attempt succeeded within retry.maxAttempts and the request's time budget; last failure: ${lastFailure}`, 1);
+  }
+
+  async #acquire(lastFailure: string): Promise<UpstreamSession | undefined> {
+    try {
+      return await this.#ctx.pool.acquire({ identity: this.#identity, exclude: this.#tried, deadline: this.#deadline });
+    } catch (err) {
+      if (!(err instanceof NoReadyEndpointError)) throw err;
+      this.#ctx.metrics.rejected.inc({ reason: 'no_endpoint' });
+      const attempts = lastFailure !== '' ? [lastFailure, ...err.attempts] : err.attempts;
+      const message = attempts.length > 0 ? `no API server could take the request: ${attempts.join('; ')}` : err.message;
+      this.#reply(503, 'ServiceUnavailable', message, this.#ctx.pool.retryAfterSeconds());
+      return undefined;
+    }
+  }
+
+  /** Runs one attempt on one session and resolves with how it ended; it never rejects. */
+  #attempt(session: UpstreamSession): Promise<AttemptOutcome> {
+    return new Promise<AttemptOutcome>((resolve) => {
+      let settled = false;
+      let stream: http2.ClientHttp2Stream | undefined;
+      let endReceived = false;
+
+      const settle = (outcome: AttemptOutcome) => {
+        if (settled) return;
+        settled = true;
+        this.#body?.detach();
+        resolve(outcome);
+      };
+
+      const fail = (unprocessed: boolean, reason: string, err: StallguardError | Error, timedOut = false) => {
+        if (settled) return;
+        if (this.#responseStarted) {
+          this.#endStartedResponse(reason);
+          settle({ kind: 'cut', reason });
+          return;
+        }
+        settle({ kind: unprocessed ? 'unprocessed' : 'lost', reason, err, timedOut });
+      };
+
+      const tenant: StreamTenant = {
+        onSessionLost: (reason: EvictionReason, err: StallguardError) => {
+          fail(stream?.id === undefined, reason, err, reason === 'ping_timeout');
+        },
+        onGoaway: (lastStreamId: number) => {
+          // Streams above the last stream id were never processed; nghttp2 refuses them next.
+          if (stream?.id !== undefined && stream.id > lastStreamId) {
+            fail(true, 'goaway', new StallguardError('SG_ERR_GOAWAY', 'upstream', `stream ${stream.id} above GOAWAY last stream id ${lastStreamId}`));
+            stream.close(NGHTTP2_CANCEL);
+          }
+        },
+      };
+
+      const headers = upstreamRequestHeaders(this.#method, this.#path, this.#req.headers, session.endpoint.authority);
+      try {
+        // With a body, the stream waits for trailers so the client's request trailers can follow.
+        stream = session.openStream(tenant, headers, { endStream: this.#body === undefined, waitForTrailers: this.#body !== undefined });
+      } catch (err) {
+        fail(true, 'session_unavailable', err as Error);
+        return;
+      }
+
+      stream.on('error', () => {
+        // The outcome is decided on 'close' from the RST code; an error listener keeps a stream
+        // error from becoming an uncaught exception.
+      });
+
+      stream.on('response', (upstreamHeaders) => {
+        if (settled || this.#clientGone) return;
+        const status = Number(upstreamHeaders[':status']);
+        this.#responseStarted = true;
+        const out = this.#res as http.ServerResponse;
+        out.writeHead(status, downstreamResponseHeaders(upstreamHeaders));
+        // A watch's headers must reach the client before its first event, which may be minutes away.
+        if (typeof out.flushHeaders === 'function') out.flushHeaders();
+
+        this.#ctx.metrics.requests.inc({ method: this.#method, code_class: statusClass(status), endpoint: session.endpoint.id });
+        if (this.#watch) {
+          this.#ctx.watches.add(this, () => {
+            this.#endWatchForShutdown();
+            stream!.close(NGHTTP2_CANCEL);
+            settle({ kind: 'done' });
+          });
+          this.#ctx.metrics.activeWatches.inc();
+        } else {
+          this.#ctx.metrics.requestDuration.observe({ method: this.#method }, (Date.now() - this.#startedAt) / 1000);
+        }
+      });
+
+      stream.on('data', (chunk: Buffer) => {
+        session.noteRead();
+        if (settled || this.#clientGone) return;
+        if (!(this.#res as http.ServerResponse).write(chunk)) {
+          stream!.pause();
+          this.#res.once('drain', () => stream!.resume());
+        }
+      });
+
+      stream.on('trailers', (trailers) => {
+        session.noteRead();
+        if (!settled && !this.#clientGone) this.#res.addTrailers(forwardableTrailers(trailers));
+      });
+
+      stream.on('end', () => {
+        endReceived = true;
+      });
+
+      stream.on('close', () => {
+        if (settled) return;
+        const rstCode = stream!.rstCode ?? NGHTTP2_NO_ERROR;
+
+        if (this.#clientGone) {
+          settle({ kind: 'done' });
+          return;
+        }
+        if (endReceived && rstCode === NGHTTP2_NO_ERROR) {
+          this.#finishResponse();
+          settle({ kind: 'done' });
+          return;
+        }
+        if (rstCode === NGHTTP2_REFUSED_STREAM) {
+          fail(true, 'refused_stream', new StallguardError('SG_ERR_REFUSED_STREAM', 'upstream', 'the server refused the stream'));
+          return;
+        }
+        fail(false, rstCode === NGHTTP2_NO_ERROR ? 'stream_closed' : `rst_${rstCode}`, new StallguardError('SG_ERR_STREAM_RESET', 'upstream', `stream reset with code ${rstCode}`));
+      });
+
+      // A client that leaves cancels its upstream stream at once: the API server stops the work.
+      this.#res.once('close', () => {
+        if (!settled && this.#clientGone) {
+          stream!.close(NGHTTP2_CANCEL);
+          if (this.#watch) this.#ctx.metrics.watchesEnded.inc({ reason: 'client' });
+          settle({ kind: 'done' });
+        }
+      });
+
+      if (this.#body !== undefined) {
+        const body = this.#body;
+        stream.once('wantTrailers', () => stream!.sendTrailers(forwardableTrailers(body.trailers)));
+        body.attach(stream);
+      }
+    });
+  }
+
+  /** The server ended the response: end it for the client, watches included. */
+  #finishResponse(): void {
+    if (this.#watch) {
+      this.#ctx.watches.delete(this);
+      this.#ctx.metrics.activeWatches.dec();
+      this.#ctx.metrics.watchesEnded.inc({ reason: 'upstream' });
+    }
+    this.#res.end();
+  }
+
+  /**
+   * The session died after the client saw response bytes. A watch is ended cleanly, so client-go's
+   * reflector re-watches from its last resourceVersion at once; any other response is aborted, so
+   * no client takes a truncated body for a whole one.
+   */
+  #endStartedResponse(reason: string): void {
+    if (this.#watch) {
+      this.#ctx.watches.delete(this);
+      this.#ctx.metrics.activeWatches.dec();
+      this.#ctx.metrics.watchesEnded.inc({ reason: 'session_lost' });
+      this.#ctx.log.info({ endpoint: this.#endpoint, reason }, 'watch ended');
+      this.#res.end();
+      return;
+    }
+    this.#ctx.log.info({ endpoint: this.#endpoint, reason, method: this.#method }, 'response aborted');
+    abortResponse(this.#req, this.#res);
+  }
+
+  /** Ends an open watch during shutdown; the client re-watches elsewhere. */
+  readonly #endWatchForShutdown = (): void => {
+    if (this.#res.writableEnded) return;
+    this.#ctx.metrics.activeWatches.dec();
+    this.#ctx.metrics.watchesEnded.inc({ reason: 'shutdown' });
+    this.#res.end();
+  };
+
+  #reply(status: number, reason: StatusReason, message: string, retryAfterSeconds?: number): void {
+    if (this.#clientGone) return;
+    this.#ctx.metrics.requests.inc({ method: this.#method, code_class: statusClass(status), endpoint: this.#endpoint });
+    sendStatus(this.#res, status, reason, message, retryAfterSeconds);
+  }
+}
+
+function hasRequestBody(req: DownstreamRequest): boolean {
+  const h2Stream = (req as { stream?: http2.ServerHttp2Stream }).stream;
+  if (h2Stream !== undefined) return !h2Stream.endAfterHeaders;
+
+  const length = req.headers['content-length'];
+  if (length !== undefined) return Number(length) > 0;
+  return req.headers['transfer-encoding'] !== undefined;
+}

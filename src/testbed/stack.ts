@@ -1,0 +1,132 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pino, { type Logger } from 'pino';
+import type { Config } from '../config/types.js';
+import { startStallguard, type RunningStallguard } from '../server.js';
+import { FakeApiServer } from './fake-apiserver.js';
+import { FaultRelay } from './fault-relay.js';
+import { createTestPki, type TestPki } from './pki.js';
+
+/** A partial configuration: any subset of keys, nested. */
+export type ConfigOverrides = { [K in keyof Config]?: Config[K] extends object ? Partial<Config[K]> : Config[K] };
+
+export interface StackOptions {
+  /** Fake API-server replicas (default 1). */
+  replicas?: number;
+  /**
+   * How stallguard reaches the replicas: `relays` puts one fault relay in front of each replica and
+   * lists the relays as endpoints (default); `balancer` puts one relay in front of replica 0 and
+   * lists only it, as a load balancer; `direct` lists the replicas themselves.
+   */
+  topology?: 'relays' | 'balancer' | 'direct';
+  config?: ConfigOverrides;
+  tokens?: Record<string, { name: string; groups?: string[] }>;
+  maxConcurrentStreams?: number;
+  /** Where stallguard's logs go; silent unless given. */
+  logger?: Logger;
+}
+
+export interface Stack {
+  dir: string;
+  pki: TestPki;
+  servers: FakeApiServer[];
+  relays: FaultRelay[];
+  stallguard: RunningStallguard;
+  config: Config;
+  /** https://host:port of stallguard's TLS listener. */
+  url: string;
+  /** TLS options for a client that verifies stallguard and presents the node certificate. */
+  clientTls: { ca: string; cert: string; key: string };
+  close(): Promise<void>;
+}
+
+/**
+ * Starts fake API servers, optional fault relays and an in-process stallguard in front of them, all
+ * on 127.0.0.1 with ports chosen by the kernel. stallguard serves with a certificate from the test
+ * CA, so one CA verifies both sides.
+ */
+export async function startStack(options: StackOptions = {}): Promise<Stack> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stallguard-stack-'));
+  const pki = await createTestPki(path.join(dir, 'pki'));
+
+  const servers: FakeApiServer[] = [];
+  for (let i = 0; i < (options.replicas ?? 1); i++) {
+    const server = new FakeApiServer({
+      cert: pki.server.certPem,
+      key: pki.server.keyPem,
+      clientCa: pki.ca.certPem,
+      tokens: options.tokens,
+      maxConcurrentStreams: options.maxConcurrentStreams,
+    });
+    await server.listen(0, '127.0.0.1');
+    servers.push(server);
+  }
+
+  const topology = options.topology ?? 'relays';
+  const relays: FaultRelay[] = [];
+  if (topology === 'relays' || topology === 'balancer') {
+    const targets = topology === 'relays' ? servers : servers.slice(0, 1);
+    for (const server of targets) {
+      const relay = new FaultRelay({ target: { host: '127.0.0.1', port: server.port } });
+      await relay.listen(0);
+      relays.push(relay);
+    }
+  }
+
+  const endpoints = topology === 'direct' ? servers.map((server) => server.url) : relays.map((relay) => `https://127.0.0.1:${relay.port}`);
+  const config = buildConfig(dir, pki, endpoints, options.config ?? {});
+  const logger = options.logger ?? pino({ level: 'silent' });
+  const stallguard = await startStallguard(config, logger);
+
+  return {
+    dir,
+    pki,
+    servers,
+    relays,
+    stallguard,
+    config,
+    url: `https://${stallguard.addresses.listen}`,
+    clientTls: { ca: pki.ca.certPem, cert: pki.node.certPem, key: pki.node.keyPem },
+    async close() {
+      await stallguard.close();
+      await Promise.all(relays.map((relay) => relay.close()));
+      await Promise.all(servers.map((server) => server.close()));
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The defaults of the configuration contract, pointed at test files and ephemeral ports. */
+export function buildConfig(dir: string, pki: TestPki, endpoints: string[], overrides: ConfigOverrides): Config {
+  const base: Config = {
+    mode: 'http2',
+    listen: {
+      address: '127.0.0.1:0',
+      allowRemote: false,
+      allowAnonymous: false,
+      tls: { cert: pki.server.certPath, key: pki.server.keyPath, clientCA: pki.ca.certPath },
+      plaintext: '',
+    },
+    upstream: {
+      endpoints,
+      tls: { ca: pki.ca.certPath, cert: pki.node.certPath, key: pki.node.keyPath, serverName: '', insecureSkipVerify: false },
+      connectTimeoutMs: 2000,
+      reconnectBackoff: { baseMs: 250, maxMs: 5000 },
+      maxSessionsPerEndpoint: 8,
+    },
+    health: { pingIntervalMs: 1000, pingTimeoutMs: 1000, writeFreshnessMs: 250 },
+    retry: { maxAttempts: 3, budgetMs: 10_000, maxBodyBytes: 1024 * 1024 },
+    metrics: { address: '127.0.0.1:0' },
+    log: { level: 'silent' },
+    shutdown: { drainTimeoutMs: 2000 },
+    stateDir: path.join(dir, 'state'),
+  };
+
+  const merged = { ...base } as Record<string, unknown>;
+  for (const [key, value] of Object.entries(overrides)) {
+    const current = (base as unknown as Record<string, unknown>)[key];
+    merged[key] = typeof value === 'object' && value !== null && !Array.isArray(value) ? { ...(current as object), ...value } : value;
+  }
+  return merged as unknown as Config;
+}
