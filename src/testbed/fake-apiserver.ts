@@ -12,7 +12,6 @@ import http2, {
   type Http2SecureServer,
   type Http2ServerRequest,
   type Http2ServerResponse,
-  type Http2Session,
   type ServerHttp2Session,
   type ServerHttp2Stream,
 } from 'node:http2';
@@ -33,6 +32,7 @@ import {
   coreApiVersions,
 } from './fake-apiserver/resources.js';
 import { ObjectStore, type KubeObject, type WriteCounts } from './fake-apiserver/store.js';
+import { openApiGroupVersion, openApiRoot } from './fake-apiserver/openapi.js';
 import { acceptEchoUpgrade, isUpgradePath, rejectUpgrade } from './fake-apiserver/upgrade.js';
 import { WatchHub } from './fake-apiserver/watch.js';
 
@@ -356,16 +356,11 @@ export class FakeApiServer {
       setImmediate(() => session.destroy());
       return;
     }
-    closeWhenIdle(session as Http2Session, entry.streams);
+    // close() lets the remaining streams finish and then ends the session. It sends one more
+    // GOAWAY, which nghttp2 caps at the last stream id already sent, so the peer sees no new streams allowed.
+    session.close();
   }
 
-  private sessionIdOf(req: IncomingMessage): number {
-    const stream = (req as unknown as Http2ServerRequest).stream as ServerHttp2Stream | undefined;
-    if (stream) {
-      return this.sessions.get(stream.session as ServerHttp2Session)?.id ?? 0;
-    }
-    return this.http1SessionIds.get(req.socket as TLSSocket) ?? 0;
-  }
 
   // ---- requests ----
 
@@ -374,11 +369,14 @@ export class FakeApiServer {
     const socket = (stream ? stream.session?.socket : req.socket) as TLSSocket;
     const url = new URL(req.url ?? '/', 'https://fake-apiserver.invalid');
     const auth = authenticate(req, socket, this.tokens);
+
+    // stream.session is already detached when 'finish' fires, so the session is looked up now.
+    const sessionEntry = stream ? this.sessions.get(stream.session as ServerHttp2Session) : undefined;
     const record: RecordedRequest = {
       method: req.method ?? 'GET',
       path: req.url ?? '/',
       httpVersion: req.httpVersion,
-      sessionId: this.sessionIdOf(req),
+      sessionId: sessionEntry?.id ?? this.http1SessionIds.get(req.socket as TLSSocket) ?? 0,
       streamId: stream?.id,
       user: auth.user?.name,
       groups: auth.user?.groups ?? [],
@@ -390,11 +388,8 @@ export class FakeApiServer {
     this.recorded.push(record);
     res.once('finish', () => {
       record.status = res.statusCode;
-      if (this.faults.goawayAfterEachResponse && stream) {
-        const entry = this.sessions.get(stream.session as ServerHttp2Session);
-        if (entry) {
-          this.sendGoaway(entry, { lastStreamId: stream.id });
-        }
+      if (this.faults.goawayAfterEachResponse && sessionEntry && stream) {
+        this.sendGoaway(sessionEntry, { lastStreamId: stream.id });
       }
     });
 
@@ -480,6 +475,14 @@ export class FakeApiServer {
       body = apiGroupList();
     } else if (path === '/api/v1') {
       body = apiResourceList('', 'v1');
+    } else if (path === '/openapi/v3') {
+      body = openApiRoot();
+    } else if (path.startsWith('/openapi/v3/')) {
+      body = openApiGroupVersion(path.slice('/openapi/v3/'.length));
+      if (body === undefined) {
+        sendStatus(res, buildStatus(404, 'NotFound', 'the server could not find the requested resource'));
+        return true;
+      }
     } else {
       const match = /^\/apis\/([^/]+)(?:\/([^/]+))?$/.exec(path);
       if (match) {
@@ -525,23 +528,6 @@ export class FakeApiServer {
     }
     acceptEchoUpgrade(req, socket, head);
   }
-}
-
-/** Closes the session once its tracked streams are done, without sending a second GOAWAY first. */
-function closeWhenIdle(session: Http2Session, streams: Set<ServerHttp2Stream>): void {
-  const check = (): void => {
-    if (session.destroyed) {
-      return;
-    }
-    if (streams.size === 0) {
-      session.destroy();
-      return;
-    }
-    for (const stream of streams) {
-      stream.once('close', () => setImmediate(check));
-    }
-  };
-  check();
 }
 
 function waitUnlessClosed(res: ServerResponse, ms: number): Promise<boolean> {

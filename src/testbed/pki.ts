@@ -59,7 +59,7 @@ export async function createTestPki(dir: string, options: TestPkiOptions = {}): 
     issueCertificate(otherCaPair, { commonName: 'system:node:n1', organizations: ['system:nodes'] }, { usage: 'client', validityDays: 30 }),
   ]);
 
-  const nodeCombinedPem = nodePair.certPem + nodePair.keyPem;
+  const nodeCombinedPem = `${nodePair.certPem.trimEnd()}\n${nodePair.keyPem.trimEnd()}\n`;
   const nodeCombinedPath = join(dir, 'kubelet-client-current.pem');
   await writeFile(nodeCombinedPath, nodeCombinedPem, { mode: 0o600 });
 

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import { ConfigError } from '../errors.js';
 import type { UpstreamConfig } from '../config/types.js';
 import type { UpstreamIdentity } from '../upstream/identity.js';
 
@@ -17,10 +18,27 @@ export interface UpstreamTlsMaterial {
 export function loadUpstreamTlsMaterial(tls: UpstreamConfig['tls']): UpstreamTlsMaterial {
   return {
     ca: tls.ca !== '' ? fs.readFileSync(tls.ca) : undefined,
-    cert: tls.cert !== '' ? fs.readFileSync(tls.cert) : undefined,
-    key: tls.key !== '' ? fs.readFileSync(tls.key) : undefined,
+    cert: tls.cert !== '' ? requiredBlocks(tls.cert, 'upstream.tls.cert', /CERTIFICATE/, 'a PEM certificate') : undefined,
+    key: tls.key !== '' ? requiredBlocks(tls.key, 'upstream.tls.key', /PRIVATE KEY/, 'a PEM private key') : undefined,
     rejectUnauthorized: !tls.insecureSkipVerify,
   };
+}
+
+function requiredBlocks(path: string, key: string, label: RegExp, what: string): Buffer {
+  const blocks = pemBlocks(fs.readFileSync(path, 'utf8'), label);
+  if (blocks.length <= 1) {
+    throw new ConfigError([`${key}: ${JSON.stringify(path)} contains no ${what}; point it at a PEM file that holds one`]);
+  }
+  return blocks;
+}
+
+/**
+ * Keeps only the PEM blocks whose label matches, one per line, so a combined file works for both
+ * `cert` and `key` whatever else it holds and however its blocks were joined.
+ */
+export function pemBlocks(text: string, label: RegExp): Buffer {
+  const blocks = text.match(/-----BEGIN ([A-Z0-9 ]+)-----[\s\S]*?-----END \1-----/g) ?? [];
+  return Buffer.from(blocks.filter((block) => label.test(block.slice(0, 40))).join('\n') + '\n');
 }
 
 /** Returns the tls.connect options for one identity: `anonymous` never presents a certificate. */
