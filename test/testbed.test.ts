@@ -58,6 +58,7 @@ class EchoTarget {
       this.sockets.add(socket);
       socket.on('error', () => undefined);
       socket.on('close', () => this.sockets.delete(socket));
+      socket.on('end', () => socket.end());
       socket.on('data', (chunk: Buffer) => {
         this.received.push(chunk);
         socket.write(`${this.prefix}${chunk.toString()}`);
@@ -694,6 +695,33 @@ describe('FakeApiServer', () => {
     expect(names).toEqual(['replay-b']);
   });
 
+  it('streams a watch over HTTP/1.1 chunked', async () => {
+    const result = await http1Request(server, { path: '/api/v1/namespaces?watch=true&timeoutSeconds=1', identity: pki.admin });
+
+    expect(result.status).toBe(200);
+    expect(result.headers['transfer-encoding']).toBe('chunked');
+    const names = result.body.trim().split('\n').map((line) => (JSON.parse(line) as { object: { metadata: { name: string } } }).object.metadata.name);
+    expect(names).toEqual(['default', 'kube-node-lease', 'kube-public', 'kube-system']);
+  });
+
+  it('answers 410 for a compacted resourceVersion', async () => {
+    const local = new FakeApiServer({ cert: pki.server.certPem, key: pki.server.keyPem, clientCa: pki.ca.certPem });
+    await local.listen();
+    try {
+      for (let index = 0; index < 10_001; index += 1) {
+        local.putObject('configmaps', { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'churn', namespace: 'default' }, data: { index: String(index) } });
+      }
+      const result = await http1Request(local, { path: '/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=2', identity: pki.admin });
+      const event = JSON.parse(result.body.trim()) as { type: string; object: Record<string, unknown> };
+
+      expect(result.status).toBe(200);
+      expect(event.type).toBe('ERROR');
+      expect(event.object).toMatchObject({ kind: 'Status', reason: 'Expired', code: 410 });
+    } finally {
+      await local.close();
+    }
+  });
+
   it('ends a watch after timeoutSeconds', async () => {
     const session = h2(pki.admin);
     const started = Date.now();
@@ -715,6 +743,7 @@ describe('FakeApiServer', () => {
 
     server.goaway({ lastStreamId: 1 });
     const outcomes = await Promise.allSettled(requests.map((request) => request.response));
+    await waitFor(() => session.closed || session.destroyed);
 
     // The graceful close that follows may repeat the GOAWAY, but never with a higher stream id.
     expect(goaways.length).toBeGreaterThanOrEqual(1);
@@ -722,11 +751,24 @@ describe('FakeApiServer', () => {
       expect(code).toBe(0);
       expect(lastStreamId).toBe(1);
     }
-    expect(outcomes[0].status).toBe('fulfilled');
-    expect(outcomes[0].status === 'fulfilled' && outcomes[0].value.status).toBe(200);
-    expect(outcomes[1].status).toBe('rejected');
-    expect(outcomes[2].status).toBe('rejected');
-    await waitFor(() => session.closed || session.destroyed);
+    const [first, second, third] = outcomes;
+    expect(first.status).toBe('fulfilled');
+    expect((first as PromiseFulfilledResult<H2Response>).value.status).toBe(200);
+    expect(second.status).toBe('rejected');
+    expect(third.status).toBe('rejected');
+  });
+
+  it('sends GOAWAY with an error code', async () => {
+    const session = h2(pki.admin);
+    await h2Request(session, { ':path': '/api/v1/nodes' }).response;
+    const codes: number[] = [];
+    session.on('goaway', (code: number) => codes.push(code));
+
+    server.goaway({ code: http2.constants.NGHTTP2_ENHANCE_YOUR_CALM });
+    await waitFor(() => session.destroyed);
+
+    expect(codes.length).toBeGreaterThanOrEqual(1);
+    expect(codes.every((code) => code === http2.constants.NGHTTP2_ENHANCE_YOUR_CALM)).toBe(true);
   });
 
   it('refuses streams with REFUSED_STREAM', async () => {

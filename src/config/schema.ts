@@ -283,7 +283,7 @@ const KEY_DEFINITIONS: KeyDefinition[] = [
   },
   {
     path: 'listen.allowAnonymous',
-    doc: 'Accept clients on the TLS listener that present no client certificate.',
+    doc: 'Admit requests that carry neither a verified client certificate nor a bearer token; they travel upstream as the identity in upstream.tls.cert.',
     unit: '<bool>',
     default: false,
     check: checkBoolean,

@@ -78,8 +78,10 @@ export class ForwardedRequest {
     this.#deadline = this.#startedAt + (requestTimeoutMs(this.#path) ?? ctx.settings.budgetMs);
 
     if (hasRequestBody(req)) this.#body = new RequestBody(req, ctx.settings.maxBodyBytes);
+    // 'close' before stallguard ended the response means the client left (RST_STREAM or a closed
+    // connection). writableFinished cannot tell: the HTTP/2 compat response reports true then.
     res.once('close', () => {
-      if (!res.writableFinished) this.#clientGone = true;
+      if (!res.writableEnded) this.#clientGone = true;
     });
   }
 

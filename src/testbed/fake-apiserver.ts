@@ -106,7 +106,6 @@ export class FakeApiServer {
   private readonly http1SessionIds = new WeakMap<TLSSocket, number>();
   private readonly hungResponses = new Set<ServerResponse>();
   private readonly recorded: RecordedRequest[] = [];
-  private maxConcurrentStreams: number;
   private nextSessionId = 1;
   private boundPort = 0;
   private boundHost = '127.0.0.1';
@@ -118,7 +117,6 @@ export class FakeApiServer {
     );
     this.watches = new WatchHub(this.store, this.logger);
     this.api = new ApiHandler(this.store, this.watches);
-    this.maxConcurrentStreams = options.maxConcurrentStreams ?? DEFAULT_MAX_CONCURRENT_STREAMS;
     seedObjects(this.store);
 
     this.server = http2.createSecureServer({
@@ -128,7 +126,7 @@ export class FakeApiServer {
       requestCert: true,
       rejectUnauthorized: false,
       allowHTTP1: true,
-      settings: { maxConcurrentStreams: this.maxConcurrentStreams },
+      settings: { maxConcurrentStreams: options.maxConcurrentStreams ?? DEFAULT_MAX_CONCURRENT_STREAMS },
     });
     this.attachServerListeners();
   }
@@ -232,12 +230,12 @@ export class FakeApiServer {
     }
   }
 
-  /** While on, every new HTTP/2 stream is answered with RST_STREAM REFUSED_STREAM. */
+  /** While on, every new HTTP/2 stream is reset with RST_STREAM REFUSED_STREAM, and every HTTP/1.1 request's connection is destroyed. */
   refuseStreams(on: boolean): void {
     this.faults.refuseStreams = on;
   }
 
-  /** Never answers requests whose path starts with the prefix; null turns it off. */
+  /** Leaves requests whose path starts with the prefix without any response; null turns it off. */
   hang(pathPrefix: string | null): void {
     this.faults.setHang(pathPrefix);
   }
@@ -247,7 +245,7 @@ export class FakeApiServer {
     this.faults.setHeaderDelay(ms, pathPrefix);
   }
 
-  /** Answers this fraction (0..1) of API requests with 429 and Retry-After; 0 turns it off. */
+  /** Rejects this fraction (0..1) of non-health requests with 429 and Retry-After; 0 turns it off. */
   status429(fraction: number, retryAfterSeconds = 1): void {
     this.faults.setTooManyRequests(fraction, retryAfterSeconds);
   }
@@ -259,7 +257,6 @@ export class FakeApiServer {
 
   /** Sends new SETTINGS to every open session and uses the value for new ones. */
   setMaxConcurrentStreams(maxConcurrentStreams: number): void {
-    this.maxConcurrentStreams = maxConcurrentStreams;
     this.server.updateSettings({ maxConcurrentStreams });
     for (const entry of this.sessions.values()) {
       if (!entry.session.destroyed && !entry.session.closed) {
@@ -329,9 +326,6 @@ export class FakeApiServer {
       stream.on('error', (err) => this.logger.debug({ sessionId: entry.id, streamId: stream.id, err: err.message }, 'fake API server stream error'));
       stream.on('close', () => entry.streams.delete(stream));
     });
-    if (this.maxConcurrentStreams !== DEFAULT_MAX_CONCURRENT_STREAMS) {
-      session.settings({ maxConcurrentStreams: this.maxConcurrentStreams });
-    }
     this.logger.debug({ sessionId: entry.id }, 'fake API server session opened');
   }
 
@@ -352,15 +346,15 @@ export class FakeApiServer {
       }
     }
     if (code !== http2.constants.NGHTTP2_NO_ERROR) {
-      // Give the GOAWAY frame a moment to be written before the socket goes away.
-      setImmediate(() => session.destroy());
+      // Give the GOAWAY frame a moment to be written before the socket goes away. Passing the code
+      // keeps the final GOAWAY that destroy() sends consistent with the first.
+      setImmediate(() => session.destroy(undefined, code));
       return;
     }
     // close() lets the remaining streams finish and then ends the session. It sends one more
-    // GOAWAY, which nghttp2 caps at the last stream id already sent, so the peer sees no new streams allowed.
+    // GOAWAY, and nghttp2 never raises the last stream id above the one already sent.
     session.close();
   }
-
 
   // ---- requests ----
 
@@ -388,6 +382,10 @@ export class FakeApiServer {
     this.recorded.push(record);
     res.once('finish', () => {
       record.status = res.statusCode;
+      this.logger.debug(
+        { sessionId: record.sessionId, streamId: record.streamId, method: record.method, path: url.pathname, user: record.user, status: record.status },
+        'fake API server sent response',
+      );
       if (this.faults.goawayAfterEachResponse && sessionEntry && stream) {
         this.sendGoaway(sessionEntry, { lastStreamId: stream.id });
       }
@@ -515,17 +513,20 @@ export class FakeApiServer {
       bearerToken: auth.bearerToken,
       upgrade: true,
       time: new Date(),
-      status: auth.user ? (isUpgradePath(url.pathname) ? 101 : 400) : 401,
     });
+    const record = this.recorded[this.recorded.length - 1];
 
     if (!auth.user) {
+      record.status = 401;
       rejectUpgrade(socket, 401, 'Unauthorized', buildStatus(401, 'Unauthorized', 'Unauthorized'));
       return;
     }
     if (!isUpgradePath(url.pathname)) {
+      record.status = 400;
       rejectUpgrade(socket, 400, 'Bad Request', buildStatus(400, 'BadRequest', `upgrade is not supported on ${url.pathname}`));
       return;
     }
+    record.status = 101;
     acceptEchoUpgrade(req, socket, head);
   }
 }

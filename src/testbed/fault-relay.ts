@@ -1,8 +1,8 @@
 /**
  * A TCP relay between a client and a target that misbehaves on command, the way a load balancer
- * in front of the API servers does: it blackholes connections (open, silent, no FIN, no RST),
- * strands them during a failover, delays, resets, closes and refuses them. TLS passes through
- * untouched because the relay never looks at the bytes.
+ * in front of the API servers does. It blackholes connections (open, silent, no FIN, no RST) and
+ * strands them during a failover. It also delays, resets, closes and refuses them. TLS passes
+ * through untouched because the relay never looks at the bytes.
  *
  * Modes act on two sets: connections open at the time of the call and connections accepted
  * later. Each verb's comment says which of the two it changes.
@@ -61,6 +61,7 @@ class Direction {
   droppedBytes = 0;
   private readonly queue: QueuedChunk[] = [];
   private timer: NodeJS.Timeout | undefined;
+  private waitingForDrain = false;
 
   constructor(
     private readonly source: Socket,
@@ -104,9 +105,13 @@ class Direction {
       return;
     }
     this.forwardedBytes += chunk.length;
-    if (!sink.write(chunk)) {
+    if (!sink.write(chunk) && !this.waitingForDrain) {
+      this.waitingForDrain = true;
       this.source.pause();
-      sink.once('drain', () => this.source.resume());
+      sink.once('drain', () => {
+        this.waitingForDrain = false;
+        this.source.resume();
+      });
     }
   }
 
@@ -446,7 +451,9 @@ export class FaultRelay {
       return;
     }
     this.refusing = true;
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    // close() stops listening at once; its callback waits for every open connection to end,
+    // which connections that are meant to stay open never do.
+    this.server.close();
     this.logger.info({ mode: 'refuse' }, 'fault relay mode changed');
   }
 

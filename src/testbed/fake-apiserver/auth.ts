@@ -1,7 +1,8 @@
 /**
- * Per-request authentication as kube-apiserver does it: a client certificate that verifies
- * against the cluster CA names the user (CN) and the groups (O); otherwise a bearer token must be
- * in the configured token map. Anything else is unauthenticated (the fake has no anonymous access).
+ * Per-request authentication as kube-apiserver does it. A client certificate that verifies
+ * against the cluster CA names the user (CN) and the groups (O). Without one, the bearer token
+ * must be in the configured token map. Anything else is unauthenticated, because the fake allows
+ * anonymous requests only to /healthz, /livez and /readyz.
  */
 import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';

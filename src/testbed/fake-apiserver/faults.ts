@@ -1,6 +1,6 @@
 /**
  * The request-level faults that tests switch on at run time: hanging requests, delayed response
- * headers, 429 answers and a failing readiness check. Connection-level faults (GOAWAY, refused
+ * headers, 429 responses and a failing readiness check. Connection-level faults (GOAWAY, refused
  * streams, destroyed sessions) act on sessions and live in the server itself.
  */
 
@@ -40,7 +40,7 @@ export class RequestFaults {
     return this.headerDelay !== null && path.startsWith(this.headerDelay.pathPrefix) ? this.headerDelay.ms : 0;
   }
 
-  /** Returns the Retry-After seconds when this request is to be answered with 429, else undefined. */
+  /** Returns the Retry-After seconds when this request is to be rejected with 429, else undefined. */
   takeTooManyRequests(): number | undefined {
     if (this.tooManyRequests === null) {
       return undefined;

@@ -16,7 +16,7 @@ const QUERY_PARAMETERS = ['fieldValidation', 'fieldManager', 'dryRun'].map((name
   schema: { type: 'string', uniqueItems: true },
 }));
 
-/** The body of GET /openapi/v3: one entry per group-version. */
+/** Returns the body of GET /openapi/v3, with one entry per group-version. */
 export function openApiRoot(): object {
   const paths: Record<string, { serverRelativeURL: string }> = {};
   for (const prefix of groupVersionPrefixes()) {
@@ -25,7 +25,7 @@ export function openApiRoot(): object {
   return { paths };
 }
 
-/** The body of GET /openapi/v3/{api/v1 | apis/group/version}, or undefined when unknown. */
+/** Returns the body of GET /openapi/v3/{api/v1 | apis/group/version}, or undefined for an unknown group-version. */
 export function openApiGroupVersion(prefix: string): object | undefined {
   const types = RESOURCE_TYPES.filter((type) => urlPrefixOf(type) === prefix);
   if (types.length === 0) {

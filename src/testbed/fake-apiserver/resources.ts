@@ -1,6 +1,6 @@
 /**
  * The resource types the fake API server serves, and the discovery documents built from them.
- * Discovery is the legacy (unaggregated) form: kubectl 1.32 asks for the aggregated
+ * Discovery is the legacy (unaggregated) form: kubectl 1.32 requests the aggregated
  * apidiscovery.k8s.io/v2 form first and falls back to these when the response is plain JSON.
  */
 
@@ -64,7 +64,7 @@ export function apiVersionOf(type: ResourceType): string {
   return type.group === '' ? type.version : `${type.group}/${type.version}`;
 }
 
-/** The body of GET /api. */
+/** Returns the body of GET /api. */
 export function coreApiVersions(serverAddress: string): object {
   return {
     kind: 'APIVersions',
@@ -73,12 +73,12 @@ export function coreApiVersions(serverAddress: string): object {
   };
 }
 
-/** The body of GET /apis: every non-core group. */
+/** Returns the body of GET /apis, which lists every non-core group. */
 export function apiGroupList(): object {
   return { kind: 'APIGroupList', apiVersion: 'v1', groups: groupNames().map((group) => apiGroup(group)) };
 }
 
-/** The body of GET /apis/{group}, or undefined for an unknown group. */
+/** Returns the body of GET /apis/{group}, or undefined for an unknown group. */
 export function apiGroupDocument(group: string): object | undefined {
   if (!groupNames().includes(group)) {
     return undefined;
@@ -86,7 +86,7 @@ export function apiGroupDocument(group: string): object | undefined {
   return { ...apiGroup(group), kind: 'APIGroup', apiVersion: 'v1' };
 }
 
-/** The APIResourceList for /api/v1 (group '') or /apis/{group}/{version}; undefined when unknown. */
+/** Returns the APIResourceList for /api/v1 (group '') or /apis/{group}/{version}, or undefined for an unknown group-version. */
 export function apiResourceList(group: string, version: string): object | undefined {
   const types = RESOURCE_TYPES.filter((type) => type.group === group && type.version === version);
   if (types.length === 0) {
@@ -118,7 +118,16 @@ export function apiResourceList(group: string, version: string): object | undefi
 }
 
 function subresourceKind(subresource: string): string {
-  return subresource === 'portforward' ? 'PodPortForwardOptions' : subresource === 'log' ? 'Pod' : `Pod${subresource[0].toUpperCase()}${subresource.slice(1)}Options`;
+  switch (subresource) {
+    case 'exec':
+      return 'PodExecOptions';
+    case 'attach':
+      return 'PodAttachOptions';
+    case 'portforward':
+      return 'PodPortForwardOptions';
+    default:
+      return 'Pod';
+  }
 }
 
 function groupNames(): string[] {

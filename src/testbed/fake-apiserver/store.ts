@@ -1,8 +1,8 @@
 /**
  * In-memory object storage with one resourceVersion counter for all objects, as etcd's revision
- * is for kube-apiserver. Every change is kept in a bounded history so that a watch that starts
- * at resourceVersion N receives exactly the changes after N, and every write is counted so that
- * tests can assert that a retried create reached the server exactly once.
+ * is for kube-apiserver. Every change is kept in a bounded history, so a watch that starts at
+ * resourceVersion N receives exactly the changes after N. Every write is counted, so tests can
+ * assert that a retried create reached the server exactly once.
  */
 import { randomUUID } from 'node:crypto';
 

@@ -61,7 +61,7 @@ const COLUMNS_BY_RESOURCE: Record<string, Column[]> = {
   ],
 };
 
-/** True when the Accept header asks for a meta.k8s.io/v1 Table. */
+/** Returns true when the Accept header requests a meta.k8s.io/v1 Table. */
 export function wantsTable(accept: string | undefined): boolean {
   if (!accept) {
     return false;

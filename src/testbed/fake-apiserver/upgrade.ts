@@ -1,7 +1,7 @@
 /**
  * HTTP/1.1 Upgrade for exec, attach and portforward: kubectl and kubelet-facing tools switch the
- * connection to SPDY/3.1 or WebSocket. The fake answers 101 with the requested protocol and then
- * echoes every byte, which is enough to prove that a proxy carries an upgraded connection both ways.
+ * connection to SPDY/3.1 or WebSocket. The fake responds with 101 and the requested protocol, then
+ * echoes every byte. That is enough to prove that a proxy carries an upgraded connection both ways.
  */
 import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
@@ -23,7 +23,7 @@ export function rejectUpgrade(socket: Duplex, statusCode: number, statusText: st
   );
 }
 
-/** Answers 101 Switching Protocols with the client's Upgrade token, then echoes every byte. */
+/** Sends 101 Switching Protocols with the client's Upgrade token, then echoes every byte. */
 export function acceptEchoUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
   const protocol = String(req.headers.upgrade);
   const lines = ['HTTP/1.1 101 Switching Protocols', 'Connection: Upgrade', `Upgrade: ${protocol}`];

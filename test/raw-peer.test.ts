@@ -1,0 +1,97 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startStallguard, type RunningStallguard } from '../src/server.js';
+import { connectH2, h2Request } from '../src/testbed/client.js';
+import { createTestPki, type TestPki } from '../src/testbed/pki.js';
+import { RawH2Peer } from '../src/testbed/raw-h2-peer.js';
+import { buildConfig } from '../src/testbed/stack.js';
+import { counterValue } from './helpers/metrics.js';
+import { sleep, waitFor } from './helpers/wait.js';
+
+let peer: RawH2Peer | undefined;
+let stallguard: RunningStallguard | undefined;
+
+afterEach(async () => {
+  await stallguard?.close();
+  await peer?.close();
+  stallguard = undefined;
+  peer = undefined;
+});
+
+async function start(options: { pingMode: 'ack' | 'ignore'; maxConcurrentStreams?: number; requests?: 'respond' | 'hang' }) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stallguard-raw-'));
+  const pki: TestPki = await createTestPki(dir);
+  peer = new RawH2Peer({ cert: pki.server.certPem, key: pki.server.keyPem, ...options });
+  const port = await peer.listen();
+  const config = buildConfig(dir, pki, [`https://127.0.0.1:${port}`], {});
+  stallguard = await startStallguard(config, pino({ level: 'silent' }));
+  return { pki, config, stallguard, peer };
+}
+
+describe('PING deadline against a raw HTTP/2 peer', () => {
+  it('evicts a session whose PINGs are never acknowledged', async () => {
+    const { stallguard, peer } = await start({ pingMode: 'ignore' });
+    await waitFor(() => peer.connections === 1, 2000, 'the warm session');
+    const openedAt = Date.now();
+
+    await waitFor(async () => (await counterValue(stallguard.metrics, 'sessionsEvicted', { reason: 'ping_timeout' })) >= 1, 5000, 'a ping_timeout eviction');
+    const elapsed = Date.now() - openedAt;
+
+    // The session read its last frame at the handshake: detection is bounded by interval + timeout.
+    expect(elapsed).toBeLessThan(1000 + 1000 + 500);
+    expect(elapsed).toBeGreaterThanOrEqual(800 + 1000 - 50);
+    expect(peer.pingsReceived).toBeGreaterThanOrEqual(1);
+  });
+
+  it('keeps a session whose PINGs are acknowledged', async () => {
+    const { stallguard, peer } = await start({ pingMode: 'ack' });
+    await sleep(3500);
+
+    expect(await counterValue(stallguard.metrics, 'sessionsEvicted')).toBe(0);
+    expect(peer.connections).toBe(1);
+    expect(peer.pingsReceived).toBeGreaterThanOrEqual(2);
+    expect(await counterValue(stallguard.metrics, 'pings', { outcome: 'ack' })).toBeGreaterThanOrEqual(2);
+  });
+
+  it('PINGs a session whose request waits for headers, and keeps it while ACKs come', async () => {
+    const { stallguard, peer, pki } = await start({ pingMode: 'ack', requests: 'hang' });
+    const client = await connectH2(`https://${stallguard.addresses.listen}`, { ca: pki.ca.certPem, cert: pki.node.certPem, key: pki.node.keyPem });
+
+    const pending = h2Request(client, { path: '/api/v1/nodes/n1', timeoutMs: 3000 }).catch((err: Error) => err);
+    const result = await pending;
+    client.close();
+
+    expect(result).toBeInstanceOf(Error);
+    expect(peer.pingsReceived).toBeGreaterThanOrEqual(2);
+    expect(await counterValue(stallguard.metrics, 'sessionsEvicted')).toBe(0);
+  });
+
+  it('opens another session when the stream limit is reached', async () => {
+    const { stallguard, peer, pki } = await start({ pingMode: 'ack', maxConcurrentStreams: 2, requests: 'hang' });
+    const client = await connectH2(`https://${stallguard.addresses.listen}`, { ca: pki.ca.certPem, cert: pki.node.certPem, key: pki.node.keyPem });
+
+    const pending = [1, 2, 3, 4].map(() => h2Request(client, { path: '/api/v1/nodes/n1', timeoutMs: 1500 }).catch(() => undefined));
+    await waitFor(() => peer.requestsReceived === 4, 3000, 'four requests at the peer');
+    await Promise.all(pending);
+    client.close();
+
+    expect(peer.connections).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe('client cancellation', () => {
+  it('cancels the upstream stream when the client resets its own', async () => {
+    const { stallguard, peer, pki } = await start({ pingMode: 'ack', requests: 'hang' });
+    const client = await connectH2(`https://${stallguard.addresses.listen}`, { ca: pki.ca.certPem, cert: pki.node.certPem, key: pki.node.keyPem });
+
+    await h2Request(client, { path: '/api/v1/nodes/n1', timeoutMs: 300 }).catch(() => undefined);
+    await waitFor(() => peer.resets.length === 1, 1000, 'RST_STREAM at the peer');
+    client.close();
+
+    expect(peer.resets[0]).toBe(0x8);
+    expect(peer.requestsReceived).toBe(1);
+  });
+});
