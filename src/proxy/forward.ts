@@ -182,6 +182,23 @@ export class ForwardedRequest {
       let settled = false;
       let stream: http2.ClientHttp2Stream | undefined;
       let endReceived = false;
+      let expectedLength: number | undefined;
+      let bytesRelayed = 0;
+      let upstreamStatus: number | undefined;
+      // Response headers of a non-watch request are held until its first DATA, trailers or end, so
+      // a session lost in between still leaves the request retryable: no byte reached the client.
+      let pendingHead: { status: number; headers: http.OutgoingHttpHeaders } | undefined;
+      const sendHead = () => {
+        if (pendingHead === undefined) return;
+        (this.#res as http.ServerResponse).writeHead(pendingHead.status, pendingHead.headers);
+        const out = this.#res as http.ServerResponse;
+        if (typeof out.flushHeaders === 'function') out.flushHeaders();
+        pendingHead = undefined;
+        this.#responseStarted = true;
+      };
+      // A declared Content-Length is checked as well as END_STREAM, so a body cut short can never
+      // be passed on as complete, whatever way the session ended.
+      const bodyComplete = () => expectedLength === undefined || bytesRelayed === expectedLength;
 
       const settle = (outcome: AttemptOutcome) => {
         if (settled) return;
@@ -192,8 +209,25 @@ export class ForwardedRequest {
 
       const fail = (unprocessed: boolean, reason: string, err: StallguardError | Error, timedOut = false) => {
         if (settled) return;
+        if (this.#responseStarted && expectedLength !== undefined && bytesRelayed === expectedLength) {
+          // Every byte the server declared arrived; only the END_STREAM flag was lost with the session.
+          this.#finishResponse();
+          settle({ kind: 'done' });
+          return;
+        }
         if (this.#responseStarted) {
           this.#endStartedResponse(reason);
+          settle({ kind: 'cut', reason });
+          return;
+        }
+        if (upstreamStatus !== undefined && !this.#idempotent) {
+          // The server answered, so the write was processed; only its response body was lost.
+          this.#reply(
+            502,
+            'InternalError',
+            `the API server answered ${upstreamStatus} to the ${this.#method} request, but the connection to ${session.endpoint.id} ` +
+              `was lost (${reason}) before the response arrived in full; read the object back to see its state`,
+          );
           settle({ kind: 'cut', reason });
           return;
         }
@@ -202,6 +236,14 @@ export class ForwardedRequest {
 
       const tenant: StreamTenant = {
         onSessionLost: (reason: EvictionReason, err: StallguardError) => {
+          // The session may die between the stream's END_STREAM ('end') and its 'close': the
+          // response is whole then, and is finished rather than failed.
+          if (endReceived && bodyComplete()) {
+            sendHead();
+            this.#finishResponse();
+            settle({ kind: 'done' });
+            return;
+          }
           fail(stream?.id === undefined, reason, err, reason === 'ping_timeout');
         },
         onGoaway: (lastStreamId: number) => {
@@ -230,14 +272,15 @@ export class ForwardedRequest {
       stream.on('response', (upstreamHeaders) => {
         if (settled || this.#clientGone) return;
         const status = Number(upstreamHeaders[':status']);
-        this.#responseStarted = true;
-        const out = this.#res as http.ServerResponse;
-        out.writeHead(status, downstreamResponseHeaders(upstreamHeaders));
-        // A watch's headers must reach the client before its first event, which may be minutes away.
-        if (typeof out.flushHeaders === 'function') out.flushHeaders();
+        const declared = upstreamHeaders['content-length'];
+        if (declared !== undefined && this.#method !== 'HEAD' && status !== 204 && status !== 304) expectedLength = Number(declared);
+        upstreamStatus = status;
+        pendingHead = { status, headers: downstreamResponseHeaders(upstreamHeaders) };
 
         this.#ctx.metrics.requests.inc({ method: this.#method, code_class: statusClass(status), endpoint: session.endpoint.id });
         if (this.#watch) {
+          // A watch's headers must reach the client before its first event, which may be minutes away.
+          sendHead();
           this.#ctx.watches.add(this, () => {
             this.#endWatchForShutdown();
             stream!.close(NGHTTP2_CANCEL);
@@ -251,7 +294,9 @@ export class ForwardedRequest {
 
       stream.on('data', (chunk: Buffer) => {
         session.noteRead();
+        bytesRelayed += chunk.length;
         if (settled || this.#clientGone) return;
+        sendHead();
         if (!(this.#res as http.ServerResponse).write(chunk)) {
           stream!.pause();
           this.#res.once('drain', () => stream!.resume());
@@ -260,7 +305,9 @@ export class ForwardedRequest {
 
       stream.on('trailers', (trailers) => {
         session.noteRead();
-        if (!settled && !this.#clientGone) this.#res.addTrailers(forwardableTrailers(trailers));
+        if (settled || this.#clientGone) return;
+        sendHead();
+        this.#res.addTrailers(forwardableTrailers(trailers));
       });
 
       stream.on('end', () => {
@@ -275,7 +322,8 @@ export class ForwardedRequest {
           settle({ kind: 'done' });
           return;
         }
-        if (endReceived && rstCode === NGHTTP2_NO_ERROR) {
+        if (endReceived && rstCode === NGHTTP2_NO_ERROR && bodyComplete()) {
+          sendHead();
           this.#finishResponse();
           settle({ kind: 'done' });
           return;

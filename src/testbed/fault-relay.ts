@@ -5,7 +5,7 @@
  * through untouched because the relay never looks at the bytes.
  *
  * Modes act on two sets: connections open at the time of the call and connections accepted
- * later. Each verb's comment says which of the two it changes.
+ * later. Each verb's comment names which of the two it changes.
  */
 import net, { type Server, type Socket } from 'node:net';
 import { pino, type Logger } from 'pino';

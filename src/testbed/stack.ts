@@ -9,7 +9,9 @@ import { FaultRelay } from './fault-relay.js';
 import { createTestPki, type TestPki } from './pki.js';
 
 /** A partial configuration: any subset of keys, nested. */
-export type ConfigOverrides = { [K in keyof Config]?: Config[K] extends object ? Partial<Config[K]> : Config[K] };
+export type ConfigOverrides = DeepPartial<Config>;
+
+type DeepPartial<T> = { [K in keyof T]?: T[K] extends readonly unknown[] ? T[K] : T[K] extends object ? DeepPartial<T[K]> : T[K] };
 
 export interface StackOptions {
   /** Fake API-server replicas (default 1). */
@@ -123,10 +125,20 @@ export function buildConfig(dir: string, pki: TestPki, endpoints: string[], over
     stateDir: path.join(dir, 'state'),
   };
 
-  const merged = { ...base } as Record<string, unknown>;
-  for (const [key, value] of Object.entries(overrides)) {
-    const current = (base as unknown as Record<string, unknown>)[key];
-    merged[key] = typeof value === 'object' && value !== null && !Array.isArray(value) ? { ...(current as object), ...value } : value;
-  }
+  const merged = deepMerge(base as unknown as Record<string, unknown>, overrides as Record<string, unknown>);
   return merged as unknown as Config;
+}
+
+function deepMerge(base: Record<string, unknown>, overrides: Record<string, unknown>): Record<string, unknown> {
+  const merged: Record<string, unknown> = { ...base };
+  for (const [key, value] of Object.entries(overrides)) {
+    const current = base[key];
+    const bothObjects = isPlainObject(value) && isPlainObject(current);
+    merged[key] = bothObjects ? deepMerge(current as Record<string, unknown>, value as Record<string, unknown>) : value;
+  }
+  return merged;
+}
+
+function isPlainObject(value: unknown): boolean {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
