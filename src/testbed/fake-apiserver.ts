@@ -352,7 +352,8 @@ export class FakeApiServer {
       return;
     }
     // close() lets the remaining streams finish and then ends the session. It sends one more
-    // GOAWAY, and nghttp2 never raises the last stream id above the one already sent.
+    // GOAWAY, and nghttp2 keeps its last stream id at or below the one already sent (the test
+    // 'sends GOAWAY with the given last stream id' checks this with Node 20).
     session.close();
   }
 
