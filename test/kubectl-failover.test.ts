@@ -8,8 +8,9 @@ import { counterValue } from './helpers/metrics.js';
 import { sleep, waitFor } from './helpers/wait.js';
 
 // How long a watch straight at the relay is observed after the failover. client-go's own HTTP/2
-// health check (ReadIdleTimeout 30 s, then PingTimeout 15 s) cannot fire within it, so kubectl
-// alone stays stuck, while stallguard's pingInterval + pingTimeout (2 s) fits well inside.
+// health check (defaults in k8s.io/apimachinery pkg/util/net/http.go: a PING after 30 s without
+// reads, then 15 s for the ACK) cannot fire within it, so kubectl alone stays stuck. stallguard's
+// pingInterval + pingTimeout (2 s with the defaults) fits well inside.
 const STRANDED_WINDOW_MS = 8000;
 
 let stack: Stack | undefined;
@@ -24,7 +25,7 @@ afterEach(async () => {
   dir = undefined;
 });
 
-/** A balancer stack plus kubeconfigs for stallguard's listener and for the relay itself. */
+/** Starts a balancer stack and writes kubeconfigs for stallguard's listener and for the relay itself. */
 async function startBalancer(): Promise<{ stack: Stack; viaStallguard: KubectlTarget; direct: KubectlTarget }> {
   stack = await startStack({ topology: 'balancer' });
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stallguard-kubectl-failover-'));

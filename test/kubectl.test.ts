@@ -151,7 +151,7 @@ function podObject(name: string) {
   };
 }
 
-/** A stallguard configuration file for the CLI: every address on loopback, TLS from the test PKI. */
+/** Builds a stallguard configuration file for the CLI, with every address on loopback and TLS from the test PKI. */
 function cliConfigYaml(pki: TestPki, port: number, upstream: string, stateDir: string): string {
   // JSON strings are valid YAML double-quoted scalars, so paths need no further quoting.
   const q = (value: string) => JSON.stringify(value);
@@ -179,8 +179,8 @@ function cliConfigYaml(pki: TestPki, port: number, upstream: string, stateDir: s
 
 /**
  * Returns a port that was free a moment ago. The CLI needs a fixed listen port because the test
- * must know it before the CLI starts; another process could take it in between, which the CLI
- * then reports as a failed start.
+ * must know it before the CLI starts. Another process could take the port in between, and the
+ * CLI then reports a failed start.
  */
 function findFreePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -212,7 +212,7 @@ class CliProcess {
     });
   }
 
-  /** Polls the listen port with TCP connects; fails early when the CLI exits first. */
+  /** Polls the listen port with TCP connects, and fails early when the CLI exits first. */
   async waitUntilListening(port: number, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
@@ -223,7 +223,7 @@ class CliProcess {
     }
   }
 
-  /** Sends SIGTERM and waits for the exit; SIGKILL after `timeoutMs`. */
+  /** Sends SIGTERM and waits for the exit, sending SIGKILL after `timeoutMs`. */
   async terminate(timeoutMs: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
     if (this.exit !== undefined) return this.exit;
     this.child.kill('SIGTERM');

@@ -11,7 +11,7 @@ import path from 'node:path';
 export const KUBECTL = '/usr/bin/kubectl';
 
 export interface KubeconfigOptions {
-  /** https://host:port of the server kubectl talks to; only loopback in these tests. */
+  /** URL (https://host:port) of the server kubectl connects to, a loopback address in these tests. */
   server: string;
   caPath: string;
   clientCertPath: string;
@@ -57,7 +57,7 @@ function kubectlEnv(target: KubectlTarget): NodeJS.ProcessEnv {
   return { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: target.home, KUBECONFIG: target.kubeconfig };
 }
 
-/** Runs kubectl to completion; kills its process group with SIGKILL after `timeoutMs`. */
+/** Runs kubectl to completion, and kills its process group with SIGKILL after `timeoutMs`. */
 export function runKubectl(target: KubectlTarget, args: string[], timeoutMs = 30_000): Promise<KubectlResult> {
   return new Promise((resolve, reject) => {
     const started = Date.now();
@@ -90,7 +90,7 @@ export function describeResult(args: string[], result: KubectlResult): string {
  */
 export class KubectlProcess {
   readonly lines: string[] = [];
-  /** Resolves when kubectl exits, with the time since start. */
+  /** Exit result, resolved when kubectl exits. */
   readonly exited: Promise<KubectlResult>;
   private readonly child: ChildProcess;
   private readonly startedAt = Date.now();
@@ -125,7 +125,7 @@ export class KubectlProcess {
     return this.exitResult;
   }
 
-  /** Waits until an output line satisfies `predicate`; rejects with the output so far on timeout or exit. */
+  /** Waits until an output line satisfies `predicate`, and rejects with the output so far on timeout or exit. */
   async waitForLine(predicate: (line: string) => boolean, timeoutMs: number, what: string): Promise<string> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {

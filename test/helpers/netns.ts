@@ -29,7 +29,7 @@ export async function missingNetnsPrerequisite(): Promise<string | undefined> {
   return undefined;
 }
 
-/** A command failure whose message says the kernel refused the operation, as in an unprivileged container. */
+/** Returns true when a command failed because the kernel rejected the operation, as in an unprivileged container. */
 export function isPermissionError(err: unknown): boolean {
   return err instanceof Error && /Operation not permitted|Permission denied/i.test(err.message);
 }
@@ -67,7 +67,7 @@ export class NetnsLab {
       await lab.exec('ip', ['link', 'set', lab.nsVeth, 'up']);
       await lab.exec('ip', ['link', 'set', 'lo', 'up']);
     } catch (err) {
-      // The caller never sees a lab that failed halfway, so it cannot clean up; do it here.
+      // The caller never gets a lab that failed halfway, so it could not clean up after it.
       await lab.cleanup().catch(() => undefined);
       throw err;
     }
@@ -85,7 +85,7 @@ export class NetnsLab {
     return spawn('ip', ['netns', 'exec', this.name, command, ...args], { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
   }
 
-  /** Peer ports of the established TCP connections to `localPort` inside the namespace. */
+  /** Returns the peer ports of the established TCP connections to `localPort` inside the namespace. */
   async establishedPeerPorts(localPort: number): Promise<number[]> {
     const stdout = await this.exec('ss', ['-Htn', 'state', 'established', `( sport = :${localPort} )`]);
     const ports: number[] = [];
@@ -110,7 +110,7 @@ export class NetnsLab {
     }
   }
 
-  /** Packets that the namespace's DROP rules in `chain` have dropped so far. */
+  /** Returns how many packets the DROP rules in the namespace's `chain` have dropped so far. */
   async droppedPackets(chain: 'INPUT' | 'OUTPUT'): Promise<number> {
     const stdout = await this.exec('iptables', ['-w', '-L', chain, '-n', '-v', '-x']);
     let total = 0;
@@ -123,9 +123,9 @@ export class NetnsLab {
   }
 
   /**
-   * Deletes the veth pair and the namespace; the rules go with the namespace. Safe to call more
-   * than once and after a partial create. Processes started inside must be stopped first, or the
-   * namespace outlives its name.
+   * Deletes the veth pair and the namespace, and with it the namespace's iptables rules. Safe to
+   * call more than once and after a partial create. Stop the processes started inside first,
+   * because the namespace lives on without its name while one of them runs.
    */
   async cleanup(): Promise<void> {
     // Deleting one veth end deletes its peer at once; deleting the namespace alone frees the pair
@@ -148,7 +148,7 @@ async function ignoreMissing(pending: Promise<unknown>): Promise<void> {
   }
 }
 
-/** Picks a /30 in 10.251.0.0/16 from the process id, skipping any that an address or route mentions. */
+/** Picks a /30 in 10.251.0.0/16 from the process id, and skips any that a local address or route mentions. */
 async function pickUnusedSubnet(seed: number): Promise<[string, string]> {
   const inUse = (await ip('-o', '-4', 'addr', 'show')) + (await ip('-4', 'route', 'show', 'table', 'all'));
   const blocks = 16384;
