@@ -54,7 +54,8 @@ export async function startStallguard(config: Config, logger: Logger): Promise<R
     backoff: config.upstream.reconnectBackoff,
     health: config.health,
     maxSessionsPerEndpoint: config.upstream.maxSessionsPerEndpoint,
-    warmIdentities: upstreamTls.cert !== undefined ? ['client-cert'] : ['anonymous'],
+    warmEndpoints: config.upstream.warmEndpoints,
+    warmIdentity: upstreamTls.cert !== undefined ? 'client-cert' : 'anonymous',
     log: log.child({ component: 'pool' }),
     hooks: {
       onSessionState: (session, _from, to, reason) => {
@@ -151,7 +152,7 @@ export async function startStallguard(config: Config, logger: Logger): Promise<R
   const metricsServer = createMetricsServer(
     metrics,
     {
-      notReadyReason: () => (pool.hasReadySession() ? undefined : `no API-server endpoint has a usable session (${endpoints.map((e) => e.id).join(', ')})`),
+      notReadyReason: () => (pool.hasReadyEndpoint() ? undefined : `no API-server endpoint has a usable session (${endpoints.map((e) => e.id).join(', ')})`),
       state: () => ({
         version: VERSION,
         endpoints: pool.snapshot(),

@@ -164,7 +164,16 @@ describe('loadConfig layers', () => {
     expect(config.listen.address).toBe('127.0.0.1:7446');
     expect(config.upstream.connectTimeoutMs).toBe(2000);
     expect(config.upstream.reconnectBackoff).toEqual({ baseMs: 250, maxMs: 5000 });
-    expect(config.health).toEqual({ pingIntervalMs: 1000, pingTimeoutMs: 1000, writeFreshnessMs: 250 });
+    expect(config.health).toEqual({
+      pingIntervalMs: 1000,
+      pingTimeoutMs: 1000,
+      writeFreshnessMs: 250,
+      readyPath: '/readyz',
+      readyIntervalMs: 10_000,
+      ejectionTimeMs: 5000,
+      maxEjectionTimeMs: 60_000,
+      maxEjectionPercent: 50,
+    });
     expect(config.retry).toEqual({ maxAttempts: 3, budgetMs: 10_000, maxBodyBytes: 1_048_576 });
     expect(config.shutdown.drainTimeoutMs).toBe(10_000);
     expect(config.stateDir).toBe('/var/lib/stallguard');
@@ -408,7 +417,7 @@ describe('loadConfig validation', () => {
 
     const problems = problemsOf(['--config', file, '--upstream-endpoints', ENDPOINT]);
 
-    expect(problems).toEqual([`health: 5 in ${file} is not a mapping; write the keys pingInterval, pingTimeout, writeFreshness under it`]);
+    expect(problems).toEqual([`health: 5 in ${file} is not a mapping; write the keys pingInterval, pingTimeout, writeFreshness, readyPath, readyInterval, ejectionTime, maxEjectionTime, maxEjectionPercent under it`]);
   });
 
   it('suggests the closest flag for an unknown flag', () => {

@@ -229,11 +229,17 @@ function toConfig(file: FileConfig): Config {
         maxMs: parseDuration(file.upstream.reconnectBackoff.max),
       },
       maxSessionsPerEndpoint: file.upstream.maxSessionsPerEndpoint,
+      warmEndpoints: file.upstream.warmEndpoints,
     },
     health: {
       pingIntervalMs: parseDuration(file.health.pingInterval),
       pingTimeoutMs: parseDuration(file.health.pingTimeout),
       writeFreshnessMs: parseDuration(file.health.writeFreshness),
+      readyPath: file.health.readyPath,
+      readyIntervalMs: parseDuration(file.health.readyInterval),
+      ejectionTimeMs: parseDuration(file.health.ejectionTime),
+      maxEjectionTimeMs: parseDuration(file.health.maxEjectionTime),
+      maxEjectionPercent: file.health.maxEjectionPercent,
     },
     retry: {
       maxAttempts: file.retry.maxAttempts,

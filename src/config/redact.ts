@@ -26,11 +26,17 @@ export function toFileForm(config: Config): FileConfig {
         max: formatDuration(config.upstream.reconnectBackoff.maxMs),
       },
       maxSessionsPerEndpoint: config.upstream.maxSessionsPerEndpoint,
+      warmEndpoints: config.upstream.warmEndpoints,
     },
     health: {
       pingInterval: formatDuration(config.health.pingIntervalMs),
       pingTimeout: formatDuration(config.health.pingTimeoutMs),
       writeFreshness: formatDuration(config.health.writeFreshnessMs),
+      readyPath: config.health.readyPath,
+      readyInterval: formatDuration(config.health.readyIntervalMs),
+      ejectionTime: formatDuration(config.health.ejectionTimeMs),
+      maxEjectionTime: formatDuration(config.health.maxEjectionTimeMs),
+      maxEjectionPercent: config.health.maxEjectionPercent,
     },
     retry: {
       maxAttempts: config.retry.maxAttempts,

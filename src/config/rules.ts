@@ -32,6 +32,9 @@ export function checkRules(file: FileConfig, invalidKeys: ReadonlySet<string>): 
   if (valid('health.pingTimeout', 'retry.budget')) {
     violations.push(...checkPingTimeoutWithinBudget(file));
   }
+  if (valid('health.ejectionTime', 'health.maxEjectionTime')) {
+    violations.push(...checkEjectionTimes(file));
+  }
 
   violations.push(...checkPair('listen.tls', file.listen.tls.cert, file.listen.tls.key, invalidKeys));
   violations.push(...checkPair('upstream.tls', file.upstream.tls.cert, file.upstream.tls.key, invalidKeys));
@@ -115,6 +118,20 @@ function checkBackoff(file: FileConfig): RuleViolation[] {
       key: 'upstream.reconnectBackoff.max',
       value: max,
       message: `is shorter than upstream.reconnectBackoff.base ("${base}"); raise max to at least "${base}" or lower base`,
+    },
+  ];
+}
+
+function checkEjectionTimes(file: FileConfig): RuleViolation[] {
+  const { ejectionTime, maxEjectionTime } = file.health;
+  if (parseDuration(maxEjectionTime) >= parseDuration(ejectionTime)) {
+    return [];
+  }
+  return [
+    {
+      key: 'health.maxEjectionTime',
+      value: maxEjectionTime,
+      message: `is shorter than health.ejectionTime ("${ejectionTime}"); raise maxEjectionTime to at least "${ejectionTime}" or lower ejectionTime`,
     },
   ];
 }

@@ -100,6 +100,20 @@ function checkInteger(minimum: number): (value: unknown) => Finding[] {
   };
 }
 
+function checkPercent(value: unknown): Finding[] {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0 || value > 100) {
+    return [{ message: 'is not a percentage; write a whole number from 0 to 100, e.g. 50' }];
+  }
+  return [];
+}
+
+function checkReadyPath(value: unknown): Finding[] {
+  if (typeof value !== 'string' || !value.startsWith('/') || /\s/.test(value)) {
+    return [{ message: 'is not an absolute request path; write one that starts with "/", e.g. "/readyz"' }];
+  }
+  return [];
+}
+
 function coerceInteger(text: string): unknown {
   return /^\s*[+-]?\d+\s*$/.test(text) ? Number(text) : text;
 }
@@ -391,6 +405,14 @@ const KEY_DEFINITIONS: KeyDefinition[] = [
     coerce: coerceInteger,
   },
   {
+    path: 'upstream.warmEndpoints',
+    doc: 'Number of endpoints that always keep a live session, so a failover never waits for a TCP and TLS handshake.',
+    unit: '<int>',
+    default: 2,
+    check: checkInteger(1),
+    coerce: coerceInteger,
+  },
+  {
     path: 'health.pingInterval',
     doc: 'Duration without reading anything on a session after which a PING is sent.',
     unit: '<duration>',
@@ -410,6 +432,42 @@ const KEY_DEFINITIONS: KeyDefinition[] = [
     unit: '<duration>',
     default: '250ms',
     check: checkDuration(0),
+  },
+  {
+    path: 'health.readyPath',
+    doc: 'Path of the readiness probe sent to each endpoint on its existing session.',
+    unit: '<path>',
+    default: '/readyz',
+    check: checkReadyPath,
+  },
+  {
+    path: 'health.readyInterval',
+    doc: 'Duration between readiness probes of one endpoint (shortened by up to 20 % at random).',
+    unit: '<duration>',
+    default: '10s',
+    check: checkDuration(100),
+  },
+  {
+    path: 'health.ejectionTime',
+    doc: 'Duration an endpoint stays ejected after a local-origin failure, multiplied by the ejections in a row.',
+    unit: '<duration>',
+    default: '5s',
+    check: checkDuration(1),
+  },
+  {
+    path: 'health.maxEjectionTime',
+    doc: 'Duration that caps one ejection; must be at least health.ejectionTime.',
+    unit: '<duration>',
+    default: '60s',
+    check: checkDuration(1),
+  },
+  {
+    path: 'health.maxEjectionPercent',
+    doc: 'Maximum share of endpoints, in percent, that may be ejected at once.',
+    unit: '<percent>',
+    default: 50,
+    check: checkPercent,
+    coerce: coerceInteger,
   },
   {
     path: 'retry.maxAttempts',
@@ -506,8 +564,18 @@ export interface FileConfig {
     connectTimeout: string;
     reconnectBackoff: { base: string; max: string };
     maxSessionsPerEndpoint: number;
+    warmEndpoints: number;
   };
-  health: { pingInterval: string; pingTimeout: string; writeFreshness: string };
+  health: {
+    pingInterval: string;
+    pingTimeout: string;
+    writeFreshness: string;
+    readyPath: string;
+    readyInterval: string;
+    ejectionTime: string;
+    maxEjectionTime: string;
+    maxEjectionPercent: number;
+  };
   retry: { maxAttempts: number; budget: string; maxBodyBytes: number | string };
   metrics: { address: string };
   log: { level: string };

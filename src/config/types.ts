@@ -38,12 +38,19 @@ export interface UpstreamConfig {
   connectTimeoutMs: number;
   reconnectBackoff: { baseMs: number; maxMs: number };
   maxSessionsPerEndpoint: number;
+  /** Endpoints that always keep a live session (warm standby). */
+  warmEndpoints: number;
 }
 
 export interface HealthConfig {
   pingIntervalMs: number;
   pingTimeoutMs: number;
   writeFreshnessMs: number;
+  readyPath: string;
+  readyIntervalMs: number;
+  ejectionTimeMs: number;
+  maxEjectionTimeMs: number;
+  maxEjectionPercent: number;
 }
 
 export interface RetryConfig {

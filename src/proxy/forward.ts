@@ -65,6 +65,8 @@ export class ForwardedRequest {
   #clientGone = false;
   #responseStarted = false;
   #endpoint = 'none';
+  #shutdown429Retried = false;
+  readonly #avoid = new Set<string>();
 
   constructor(ctx: ForwardContext, req: DownstreamRequest, res: DownstreamResponse, identity: UpstreamIdentity) {
     this.#ctx = ctx;
@@ -165,7 +167,7 @@ export class ForwardedRequest {
 
   async #acquire(lastFailure: string): Promise<UpstreamSession | undefined> {
     try {
-      return await this.#ctx.pool.acquire({ identity: this.#identity, exclude: this.#tried, deadline: this.#deadline });
+      return await this.#ctx.pool.acquire({ identity: this.#identity, exclude: this.#tried, deadline: this.#deadline, avoidEndpoints: this.#avoid });
     } catch (err) {
       if (!(err instanceof NoReadyEndpointError)) throw err;
       this.#ctx.metrics.rejected.inc({ reason: 'no_endpoint' });
@@ -272,6 +274,18 @@ export class ForwardedRequest {
       stream.on('response', (upstreamHeaders) => {
         if (settled || this.#clientGone) return;
         const status = Number(upstreamHeaders[':status']);
+
+        // A 429 from a replica that has sent GOAWAY is kube-apiserver's graceful shutdown: the
+        // request was rejected unprocessed, so it goes once to another replica. A plain 429 is
+        // passed through untouched, so client-go's own back-off applies.
+        if (status === 429 && session.goawayLastStreamId !== undefined && !this.#shutdown429Retried && this.#ctx.pool.endpoints.length > 1) {
+          this.#shutdown429Retried = true;
+          this.#avoid.add(session.endpoint.id);
+          stream!.close(NGHTTP2_CANCEL);
+          fail(true, 'shutdown_429', new StallguardError('SG_ERR_SHUTDOWN_429', 'upstream', `${session.endpoint.id} answered 429 while shutting down`));
+          return;
+        }
+
         const declared = upstreamHeaders['content-length'];
         if (declared !== undefined && this.#method !== 'HEAD' && status !== 204 && status !== 304) expectedLength = Number(declared);
         upstreamStatus = status;

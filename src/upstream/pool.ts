@@ -1,11 +1,14 @@
 import type { Logger } from 'pino';
-import { describeError, NoReadyEndpointError, StallguardError } from '../errors.js';
+import { describeError, NoReadyEndpointError, StallguardError, TlsError } from '../errors.js';
 import type { UpstreamTlsMaterial } from '../tls/upstream-material.js';
 import { tlsOptionsFor } from '../tls/upstream-material.js';
-import { backoffDelayMs, type BackoffPolicy } from './backoff.js';
+import { backoffDelayMs, shortenedInterval, type BackoffPolicy } from './backoff.js';
 import { dialSession } from './dial.js';
 import type { Endpoint } from './endpoint.js';
+import { EndpointHealth, type EndpointTransitionReason } from './endpoint-health.js';
 import type { UpstreamIdentity } from './identity.js';
+import { probeReadiness } from './readiness-probe.js';
+import type { EndpointSnapshot, EndpointState } from './snapshot.js';
 import { UpstreamSession, type EvictionReason, type SessionEvents, type SessionHealthOptions, type SessionState } from './session.js';
 
 /**
@@ -21,10 +24,18 @@ export interface PoolOptions {
   tls: UpstreamTlsMaterial;
   connectTimeoutMs: number;
   backoff: BackoffPolicy;
-  health: SessionHealthOptions;
+  health: SessionHealthOptions & {
+    readyPath: string;
+    readyIntervalMs: number;
+    ejectionTimeMs: number;
+    maxEjectionTimeMs: number;
+    maxEjectionPercent: number;
+  };
   maxSessionsPerEndpoint: number;
-  /** Identities that keep a session open to every endpoint even without traffic. */
-  warmIdentities: UpstreamIdentity[];
+  /** Endpoints that always keep a live session for the warm identity. */
+  warmEndpoints: number;
+  /** The identity whose sessions are kept warm: the node's certificate when there is one. */
+  warmIdentity: UpstreamIdentity;
   log: Logger;
   hooks?: PoolHooks;
 }
@@ -32,8 +43,10 @@ export interface PoolOptions {
 /** Observers for metrics: the pool calls them on every event, and they must not throw. */
 export interface PoolHooks {
   onSessionState?(session: UpstreamSession, from: SessionState, to: SessionState, reason: string): void;
+  onEndpointState?(endpoint: Endpoint, from: EndpointState, to: EndpointState, reason: EndpointTransitionReason): void;
   onPing?(session: UpstreamSession, outcome: 'ack' | 'timeout', rttMs: number): void;
   onDialFailure?(endpoint: Endpoint, err: StallguardError): void;
+  onProbe?(endpoint: Endpoint, ready: boolean): void;
 }
 
 export interface AcquireOptions {
@@ -42,41 +55,77 @@ export interface AcquireOptions {
   exclude: ReadonlySet<UpstreamSession>;
   /** Absolute time (ms since epoch) after which the request gives up. */
   deadline: number;
+  /** Endpoints to avoid when another can serve (a replica that answered 429 while draining). */
+  avoidEndpoints?: ReadonlySet<string>;
 }
 
 /**
- * The sessions of one (endpoint, identity) pair, and the dialling state for it. `failures` counts
- * consecutive dial failures and evictions; it sets the backoff and resets on a successful dial.
+ * The sessions of one (endpoint, identity) pair and the dialling state for it. `failures` counts
+ * consecutive dial failures and session losses; it sets the backoff and resets on a successful dial.
  */
 class SessionGroup {
   readonly sessions: UpstreamSession[] = [];
   dialing: Promise<UpstreamSession> | undefined;
   failures = 0;
   nextDialAt = 0;
-  lastError: StallguardError | undefined;
   redialTimer: NodeJS.Timeout | undefined;
 
-  constructor(
-    readonly endpoint: Endpoint,
-    readonly identity: UpstreamIdentity,
-  ) {}
+  constructor(readonly identity: UpstreamIdentity) {}
+
+  get open(): UpstreamSession[] {
+    return this.sessions.filter((session) => session.state !== 'closed');
+  }
 }
+
+class EndpointEntry {
+  readonly groups = new Map<UpstreamIdentity, SessionGroup>([
+    ['client-cert', new SessionGroup('client-cert')],
+    ['anonymous', new SessionGroup('anonymous')],
+  ]);
+  probeTimer: NodeJS.Timeout | undefined;
+  ejectionTimer: NodeJS.Timeout | undefined;
+
+  constructor(readonly health: EndpointHealth) {}
+
+  get endpoint(): Endpoint {
+    return this.health.endpoint;
+  }
+
+  group(identity: UpstreamIdentity): SessionGroup {
+    return this.groups.get(identity)!;
+  }
+
+  allSessions(): UpstreamSession[] {
+    return [...this.groups.values()].flatMap((group) => group.sessions);
+  }
+
+  hasReadySession(): boolean {
+    return this.allSessions().some((session) => session.state === 'ready');
+  }
+}
+
+/** Local-origin session losses; graceful ones (GOAWAY, drain) are not failures. */
+const FAILURE_REASONS = new Set<EvictionReason>(['ping_timeout', 'reset', 'eof', 'error']);
 
 export class UpstreamPool {
   readonly #options: PoolOptions;
-  readonly #groups = new Map<string, SessionGroup>();
+  readonly #entries: EndpointEntry[];
   readonly #log: Logger;
+  /** Requests waiting for a stream slot while every session is at the server's stream limit. */
+  readonly #capacityWaiters = new Set<() => void>();
   #closed = false;
 
   constructor(options: PoolOptions) {
     this.#options = options;
     this.#log = options.log;
-
-    for (const endpoint of options.endpoints) {
-      for (const identity of ['client-cert', 'anonymous'] as const) {
-        this.#groups.set(groupKey(endpoint, identity), new SessionGroup(endpoint, identity));
-      }
-    }
+    this.#entries = options.endpoints.map(
+      (endpoint) =>
+        new EndpointEntry(
+          new EndpointHealth(endpoint, options.log, (health, from, to, reason) => {
+            options.hooks?.onEndpointState?.(health.endpoint, from, to, reason);
+          }),
+        ),
+    );
   }
 
   get endpoints(): readonly Endpoint[] {
@@ -85,35 +134,39 @@ export class UpstreamPool {
 
   /** Opens the warm sessions; failures are logged and retried with backoff, never thrown. */
   start(): void {
-    for (const group of this.#groups.values()) {
-      if (this.#options.warmIdentities.includes(group.identity)) this.#dialInBackground(group);
-    }
+    this.#ensureWarm();
   }
 
   /**
-   * Returns a session that can take one more stream now. Prefers the least loaded ready session
-   * of any endpoint; otherwise waits for a dial that is running or due within connectTimeout.
-   * Endpoints deep in backoff are skipped, so a request fails fast with NoReadyEndpointError
-   * (naming every endpoint and why) instead of queueing behind a dead replica.
+   * Returns a session that can take one more stream now. Ready endpoints come first, the least
+   * loaded session weighted by the endpoint's PING round-trip time; then endpoints still
+   * connecting, waiting for a dial that is running or due within connectTimeout. Ejected and
+   * draining endpoints are skipped, so a request fails fast with NoReadyEndpointError (naming every
+   * endpoint and why) instead of queueing behind a dead replica.
    */
   async acquire(options: AcquireOptions): Promise<UpstreamSession> {
-    const groups = this.#groupsFor(options.identity);
+    const best = this.#pickReady(options);
+    if (best !== undefined) return best;
 
-    const ready = this.#pickReady(groups, options.exclude);
-    if (ready !== undefined) return ready;
+    const atCapacity = this.#waitForCapacity(options);
+    if (atCapacity !== undefined) return atCapacity;
 
     const reasons: string[] = [];
-    for (const group of this.#orderForDial(groups)) {
+    for (const entry of this.#dialCandidates(options)) {
       if (Date.now() >= options.deadline) break;
 
-      const session = await this.#awaitSession(group, options, reasons);
+      const session = await this.#awaitSession(entry, options, reasons);
       if (session !== undefined) return session;
 
-      // Another endpoint may have come up while this one failed.
-      const late = this.#pickReady(groups, options.exclude);
+      const late = this.#pickReady(options);
       if (late !== undefined) return late;
     }
 
+    for (const entry of this.#entries) {
+      if (entry.health.state === 'ejected' || entry.health.state === 'draining') {
+        reasons.push(`${entry.endpoint.id}: ${entry.health.state} (${entry.health.reason}${entry.health.lastError ? `: ${entry.health.lastError.message}` : ''})`);
+      }
+    }
     throw new NoReadyEndpointError(reasons);
   }
 
@@ -121,84 +174,158 @@ export class UpstreamPool {
   retryAfterSeconds(): number {
     const now = Date.now();
     let soonest = Infinity;
-    for (const group of this.#groups.values()) soonest = Math.min(soonest, Math.max(group.nextDialAt - now, 0));
+    for (const entry of this.#entries) {
+      const until = entry.health.state === 'ejected' ? (entry.health.ejectedUntil ?? now + 1000) : entry.group(this.#options.warmIdentity).nextDialAt;
+      soonest = Math.min(soonest, Math.max(until - now, 0));
+    }
     return Number.isFinite(soonest) ? Math.max(1, Math.ceil(soonest / 1000)) : 1;
   }
 
-  /** True when at least one endpoint holds a session that can take streams. */
-  hasReadySession(): boolean {
-    for (const group of this.#groups.values()) {
-      if (group.sessions.some((session) => session.state === 'ready')) return true;
-    }
-    return false;
+  /** True when at least one endpoint is ready. */
+  hasReadyEndpoint(): boolean {
+    return this.#entries.some((entry) => entry.health.state === 'ready');
   }
 
-  /** A point-in-time view of every endpoint and session, for /state and metrics. */
-  snapshot() {
-    return [...this.#groups.values()].map((group) => ({
-      endpoint: group.endpoint.id,
-      identity: group.identity,
-      failures: group.failures,
-      lastError: group.lastError ? { code: group.lastError.code, message: group.lastError.message } : undefined,
-      nextDialInMs: Math.max(group.nextDialAt - Date.now(), 0),
-      dialing: group.dialing !== undefined,
-      sessions: group.sessions.map((session) => ({
-        id: session.id,
-        state: session.state,
-        since: new Date(session.stateSince).toISOString(),
-        activeStreams: session.activeStreams,
-        maxConcurrentStreams: session.maxConcurrentStreams,
-        rttMs: session.lastRttMs,
-      })),
-    }));
+  /** A point-in-time view of every endpoint and its sessions, for /state and metrics. */
+  snapshot(): EndpointSnapshot[] {
+    return this.#entries.map((entry) => {
+      const health = entry.health;
+      const sessions = entry.allSessions();
+      return {
+        endpoint: entry.endpoint.id,
+        state: health.state,
+        since: new Date(health.since).toISOString(),
+        reason: health.reason,
+        lastError: health.lastError ? { code: health.lastError.code, message: health.lastError.message, at: new Date(health.lastError.at).toISOString() } : undefined,
+        rttMs: health.rttEwmaMs,
+        consecutiveEjections: health.consecutiveEjections,
+        ejectedUntil: health.state === 'ejected' && health.ejectedUntil !== undefined ? new Date(health.ejectedUntil).toISOString() : undefined,
+        probeReady: health.probeReady,
+        activeStreams: sessions.reduce((sum, session) => sum + session.activeStreams, 0),
+        sessions: sessions.map((session) => ({
+          id: session.id,
+          identity: session.identity,
+          state: session.state,
+          since: new Date(session.stateSince).toISOString(),
+          activeStreams: session.activeStreams,
+          maxConcurrentStreams: session.maxConcurrentStreams,
+          rttMs: session.lastRttMs,
+        })),
+      };
+    });
   }
 
   /** Drains every session: no new streams, open ones finish. */
   drainAll(reason: EvictionReason): void {
-    for (const group of this.#groups.values()) {
-      for (const session of [...group.sessions]) session.drain(reason);
+    for (const entry of this.#entries) {
+      for (const session of entry.allSessions()) session.drain(reason);
     }
   }
 
-  /** Destroys every session and stops dialling. */
+  /** Destroys every session and stops dialling and probing. */
   close(): void {
     this.#closed = true;
-    for (const group of this.#groups.values()) {
-      clearTimeout(group.redialTimer);
-      for (const session of [...group.sessions]) {
+    for (const waiter of this.#capacityWaiters) waiter();
+    for (const entry of this.#entries) {
+      clearTimeout(entry.probeTimer);
+      clearTimeout(entry.ejectionTimer);
+      for (const group of entry.groups.values()) clearTimeout(group.redialTimer);
+      for (const session of entry.allSessions()) {
         session.evict('shutdown', new StallguardError('SG_ERR_SHUTDOWN', 'local', 'stallguard is shutting down'));
       }
+      entry.health.transition('draining', 'shutdown');
     }
   }
 
-  #groupsFor(identity: UpstreamIdentity): SessionGroup[] {
-    return this.#options.endpoints.map((endpoint) => this.#groups.get(groupKey(endpoint, identity))!);
-  }
+  // ---- selection ----
 
-  #pickReady(groups: SessionGroup[], exclude: ReadonlySet<UpstreamSession>): UpstreamSession | undefined {
+  #pickReady(options: AcquireOptions): UpstreamSession | undefined {
     let best: UpstreamSession | undefined;
-    for (const group of groups) {
-      for (const session of group.sessions) {
-        if (!session.available || exclude.has(session)) continue;
-        if (best === undefined || session.activeStreams < best.activeStreams) best = session;
+    let bestScore = Infinity;
+    let fallback: UpstreamSession | undefined;
+
+    for (const entry of this.#entries) {
+      if (entry.health.state !== 'ready') continue;
+      // Weighting by RTT makes a slow replica take fewer streams; the 1 ms floor keeps
+      // sub-millisecond noise on a LAN from deciding on its own.
+      const weight = (entry.health.rttEwmaMs ?? 1) + 1;
+
+      for (const session of entry.group(options.identity).sessions) {
+        if (!session.available || options.exclude.has(session)) continue;
+        if (options.avoidEndpoints?.has(entry.endpoint.id)) {
+          fallback ??= session;
+          continue;
+        }
+        const score = (session.activeStreams + 1) * weight + Math.random() * 1e-6;
+        if (score < bestScore) {
+          best = session;
+          bestScore = score;
+        }
       }
     }
-    if (best !== undefined) this.#growIfNearLimit(best);
-    return best;
+
+    const chosen = best ?? fallback;
+    if (chosen !== undefined) this.#growIfNearLimit(chosen);
+    return chosen;
   }
 
-  /** Endpoints whose dial is running or due soonest come first. */
-  #orderForDial(groups: SessionGroup[]): SessionGroup[] {
-    return [...groups].sort((a, b) => {
-      if ((a.dialing !== undefined) !== (b.dialing !== undefined)) return a.dialing !== undefined ? -1 : 1;
-      return a.nextDialAt - b.nextDialAt;
+  /**
+   * When ready endpoints hold sessions for this identity but every one is at the server's stream
+   * limit and no more may be opened, waits for a slot until the request's deadline.
+   */
+  #waitForCapacity(options: AcquireOptions): Promise<UpstreamSession> | undefined {
+    const ready = this.#entries.filter((entry) => entry.health.state === 'ready');
+    const saturated =
+      ready.length > 0 &&
+      ready.every((entry) => {
+        const group = entry.group(options.identity);
+        const open = group.open;
+        return open.length >= this.#options.maxSessionsPerEndpoint && open.every((session) => !session.available || options.exclude.has(session));
+      });
+    if (!saturated) return undefined;
+
+    return new Promise<UpstreamSession>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#capacityWaiters.delete(retry);
+        reject(new NoReadyEndpointError([`every session is at the server's stream limit and upstream.maxSessionsPerEndpoint (${this.#options.maxSessionsPerEndpoint}) is reached`]));
+      }, Math.max(options.deadline - Date.now(), 0));
+      timer.unref();
+
+      const retry = () => {
+        const session = this.#closed ? undefined : this.#pickReady(options);
+        if (session === undefined && !this.#closed) return;
+        this.#capacityWaiters.delete(retry);
+        clearTimeout(timer);
+        if (session !== undefined) resolve(session);
+        else reject(new StallguardError('SG_ERR_SHUTDOWN', 'local', 'stallguard is shutting down'));
+      };
+      this.#capacityWaiters.add(retry);
     });
   }
 
-  async #awaitSession(group: SessionGroup, options: AcquireOptions, reasons: string[]): Promise<UpstreamSession | undefined> {
+  /** Endpoints a request may dial: ready ones without a session for its identity, then connecting ones. */
+  #dialCandidates(options: AcquireOptions): EndpointEntry[] {
+    const usable = this.#entries.filter((entry) => entry.health.state === 'ready' || entry.health.state === 'connecting');
+    return usable.sort((a, b) => {
+      if (a.health.state !== b.health.state) return a.health.state === 'ready' ? -1 : 1;
+      const groupA = a.group(options.identity);
+      const groupB = b.group(options.identity);
+      if ((groupA.dialing !== undefined) !== (groupB.dialing !== undefined)) return groupA.dialing !== undefined ? -1 : 1;
+      return groupA.nextDialAt - groupB.nextDialAt;
+    });
+  }
+
+  async #awaitSession(entry: EndpointEntry, options: AcquireOptions, reasons: string[]): Promise<UpstreamSession | undefined> {
+    const group = entry.group(options.identity);
     const waitMs = group.nextDialAt - Date.now();
+    const lastError = entry.health.lastError?.message ?? 'unavailable';
+
     if (group.dialing === undefined && waitMs > this.#options.connectTimeoutMs) {
-      reasons.push(`${group.endpoint.id}: ${group.lastError?.message ?? 'unavailable'} (next attempt in ${Math.ceil(waitMs / 1000)}s)`);
+      reasons.push(`${entry.endpoint.id}: ${lastError} (next attempt in ${Math.ceil(waitMs / 1000)}s)`);
+      return undefined;
+    }
+    if (group.open.length >= this.#options.maxSessionsPerEndpoint) {
+      reasons.push(`${entry.endpoint.id}: upstream.maxSessionsPerEndpoint (${this.#options.maxSessionsPerEndpoint}) sessions open, all busy`);
       return undefined;
     }
 
@@ -207,17 +334,19 @@ export class UpstreamPool {
     }
 
     try {
-      const session = await this.#dial(group);
+      const session = await this.#dial(entry, group);
       if (session.available && !options.exclude.has(session)) return session;
-      reasons.push(`${group.endpoint.id}: the new session is not available`);
+      reasons.push(`${entry.endpoint.id}: the new session is not available`);
     } catch (err) {
-      reasons.push(`${group.endpoint.id}: ${describeError(err)}`);
+      reasons.push(`${entry.endpoint.id}: ${describeError(err)}`);
     }
     return undefined;
   }
 
+  // ---- dialling ----
+
   /** Dials one new session for the group, sharing a dial already running. */
-  #dial(group: SessionGroup): Promise<UpstreamSession> {
+  #dial(entry: EndpointEntry, group: SessionGroup): Promise<UpstreamSession> {
     if (group.dialing !== undefined) return group.dialing;
     if (this.#closed) return Promise.reject(new StallguardError('SG_ERR_SHUTDOWN', 'local', 'stallguard is shutting down'));
 
@@ -225,7 +354,7 @@ export class UpstreamPool {
     group.redialTimer = undefined;
 
     const dialing = dialSession({
-      endpoint: group.endpoint,
+      endpoint: entry.endpoint,
       tls: tlsOptionsFor(this.#options.tls, group.identity),
       timeoutMs: this.#options.connectTimeoutMs,
     }).then(
@@ -233,18 +362,22 @@ export class UpstreamPool {
         group.dialing = undefined;
         group.failures = 0;
         group.nextDialAt = 0;
-        group.lastError = undefined;
 
-        const session = new UpstreamSession(h2, group.endpoint, group.identity, this.#options.health, this.#sessionEvents(group), this.#log);
+        const session = new UpstreamSession(h2, entry.endpoint, group.identity, this.#options.health, this.#sessionEvents(entry, group), this.#log);
         group.sessions.push(session);
-        if (this.#closed) session.evict('shutdown', new StallguardError('SG_ERR_SHUTDOWN', 'local', 'stallguard is shutting down'));
+        if (this.#closed) {
+          session.evict('shutdown', new StallguardError('SG_ERR_SHUTDOWN', 'local', 'stallguard is shutting down'));
+          return session;
+        }
+        this.#refreshState(entry, 'session_ready');
+        this.#scheduleProbe(entry, true);
         return session;
       },
       (err: StallguardError) => {
         group.dialing = undefined;
-        this.#recordFailure(group, err);
-        this.#options.hooks?.onDialFailure?.(group.endpoint, err);
-        this.#log.warn({ endpoint: group.endpoint.id, identity: group.identity, code: err.code, err: err.message, failures: group.failures }, 'dial failed');
+        this.#options.hooks?.onDialFailure?.(entry.endpoint, err);
+        this.#log.warn({ endpoint: entry.endpoint.id, identity: group.identity, code: err.code, err: err.message, failures: group.failures + 1 }, 'dial failed');
+        this.#onLocalFailure(entry, group, err instanceof TlsError ? 'tls_failure' : 'connect_failure', err);
         throw err;
       },
     );
@@ -253,23 +386,45 @@ export class UpstreamPool {
     return dialing;
   }
 
-  #dialInBackground(group: SessionGroup): void {
-    this.#dial(group).catch(() => {
-      // Logged in #dial; the redial is scheduled by #recordFailure.
+  #dialInBackground(entry: EndpointEntry, group: SessionGroup): void {
+    this.#dial(entry, group).catch(() => {
+      // Logged in #dial; #onLocalFailure schedules what comes next.
     });
   }
 
-  /** Counts a failure, sets the backoff, and schedules a redial for warm identities. */
-  #recordFailure(group: SessionGroup, err: StallguardError): void {
-    group.failures += 1;
-    group.lastError = err;
-    const delay = backoffDelayMs(this.#options.backoff, group.failures);
-    group.nextDialAt = Date.now() + delay;
+  /**
+   * Keeps live sessions of the warm identity to at least warmEndpoints endpoints, so a failover
+   * never waits for a handshake. Candidates are taken in random order, which spreads a fleet of
+   * nodes over the replicas. A group in backoff is redialled when its backoff ends.
+   */
+  #ensureWarm(): void {
+    if (this.#closed) return;
+    const identity = this.#options.warmIdentity;
+    const usable = this.#entries.filter((entry) => entry.health.state === 'ready' || entry.health.state === 'connecting');
 
-    if (this.#closed || !this.#options.warmIdentities.includes(group.identity)) return;
-    clearTimeout(group.redialTimer);
-    group.redialTimer = setTimeout(() => this.#dialInBackground(group), delay);
-    group.redialTimer.unref();
+    const warm = usable.filter((entry) => {
+      const group = entry.group(identity);
+      return group.dialing !== undefined || group.redialTimer !== undefined || group.sessions.some((session) => session.state === 'ready');
+    });
+
+    const needed = Math.min(this.#options.warmEndpoints, usable.length) - warm.length;
+    if (needed <= 0) return;
+
+    const cold = shuffle(usable.filter((entry) => !warm.includes(entry)));
+    for (const entry of cold.slice(0, needed)) {
+      const group = entry.group(identity);
+      const waitMs = group.nextDialAt - Date.now();
+      if (waitMs <= 0) {
+        this.#dialInBackground(entry, group);
+        continue;
+      }
+      group.redialTimer = setTimeout(() => {
+        group.redialTimer = undefined;
+        if (entry.health.state === 'ready' || entry.health.state === 'connecting') this.#dialInBackground(entry, group);
+        else this.#ensureWarm();
+      }, waitMs);
+      group.redialTimer.unref();
+    }
   }
 
   /**
@@ -279,14 +434,131 @@ export class UpstreamPool {
   #growIfNearLimit(session: UpstreamSession): void {
     if (session.activeStreams + 1 < session.maxConcurrentStreams) return;
 
-    const group = this.#groups.get(groupKey(session.endpoint, session.identity))!;
-    const open = group.sessions.filter((candidate) => candidate.state !== 'closed');
+    const entry = this.#entryOf(session.endpoint);
+    const group = entry.group(session.identity);
+    const open = group.open;
     const spare = open.some((candidate) => candidate !== session && candidate.available);
     if (spare || group.dialing !== undefined || open.length >= this.#options.maxSessionsPerEndpoint) return;
-    this.#dialInBackground(group);
+    this.#dialInBackground(entry, group);
   }
 
-  #sessionEvents(group: SessionGroup): SessionEvents {
+  // ---- health ----
+
+  /**
+   * Counts a local-origin failure: the group backs off with full jitter, and the endpoint is
+   * ejected unless that would take more than maxEjectionPercent of the endpoints out of rotation.
+   */
+  #onLocalFailure(entry: EndpointEntry, group: SessionGroup, reason: EndpointTransitionReason, err: StallguardError): void {
+    entry.health.recordError(err);
+    group.failures += 1;
+    group.nextDialAt = Date.now() + backoffDelayMs(this.#options.backoff, group.failures);
+
+    if (this.#closed || entry.health.state === 'draining') return;
+    if (!entry.hasReadySession() && this.#mayEject(entry)) {
+      this.#eject(entry, reason);
+    } else {
+      this.#refreshState(entry, reason);
+    }
+    this.#ensureWarm();
+  }
+
+  #mayEject(entry: EndpointEntry): boolean {
+    if (entry.health.state === 'ejected') return false;
+    const ejected = this.#entries.filter((candidate) => candidate.health.state === 'ejected').length;
+    const allowed = Math.floor((this.#entries.length * this.#options.health.maxEjectionPercent) / 100);
+    return ejected + 1 <= allowed;
+  }
+
+  /** Ejects for ejectionTime × ejections in a row, capped; the count resets after a healthy period. */
+  #eject(entry: EndpointEntry, reason: EndpointTransitionReason): void {
+    const health = entry.health;
+    const { ejectionTimeMs, maxEjectionTimeMs } = this.#options.health;
+
+    if (health.readySince !== undefined && Date.now() - health.readySince >= maxEjectionTimeMs) health.consecutiveEjections = 0;
+    health.consecutiveEjections += 1;
+    const durationMs = Math.min(ejectionTimeMs * health.consecutiveEjections, maxEjectionTimeMs);
+    health.ejectedUntil = Date.now() + durationMs;
+    health.transition('ejected', reason, { durationMs, consecutiveEjections: health.consecutiveEjections, err: health.lastError?.message });
+
+    clearTimeout(entry.ejectionTimer);
+    entry.ejectionTimer = setTimeout(() => {
+      entry.ejectionTimer = undefined;
+      if (health.state !== 'ejected' || health.ejectedForProbe) return;
+      // Readmission goes through a fresh dial: the endpoint is ready again only once a new
+      // session has completed its handshake and the server's SETTINGS arrived.
+      health.transition('connecting', 'ejection_expired');
+      for (const group of entry.groups.values()) group.nextDialAt = 0;
+      this.#refreshState(entry, 'ejection_expired');
+      this.#ensureWarm();
+    }, durationMs);
+    entry.ejectionTimer.unref();
+  }
+
+  /** Sets ready or connecting from the sessions held; ejected and draining are left to their timers. */
+  #refreshState(entry: EndpointEntry, reason: EndpointTransitionReason): void {
+    const health = entry.health;
+    if (health.state === 'draining' || health.state === 'ejected') return;
+
+    if (entry.hasReadySession()) {
+      health.transition('ready', reason);
+      this.#notifyCapacity();
+    } else {
+      health.transition('connecting', reason === 'session_ready' ? 'sessions_lost' : reason);
+    }
+  }
+
+  /**
+   * Probes an endpoint's readiness on one of its existing sessions every readyInterval (jittered;
+   * the first one staggered over the interval). Endpoints without a session are not probed.
+   */
+  #scheduleProbe(entry: EndpointEntry, first = false): void {
+    if (this.#closed || entry.probeTimer !== undefined) return;
+    const interval = this.#options.health.readyIntervalMs;
+    const delay = first ? Math.random() * interval : shortenedInterval(interval);
+
+    entry.probeTimer = setTimeout(() => {
+      entry.probeTimer = undefined;
+      void this.#probe(entry);
+    }, delay);
+    entry.probeTimer.unref();
+  }
+
+  async #probe(entry: EndpointEntry): Promise<void> {
+    const sessions = entry.allSessions().filter((session) => session.available);
+    if (sessions.length === 0 || this.#closed) return;
+
+    const preferred = sessions.find((session) => session.identity === this.#options.warmIdentity) ?? sessions[0]!;
+    const result = await probeReadiness(preferred, this.#options.health.readyPath, this.#options.connectTimeoutMs);
+    if (this.#closed) return;
+
+    const health = entry.health;
+    const wasReady = health.probeReady;
+    health.probeReady = result.ready;
+    this.#options.hooks?.onProbe?.(entry.endpoint, result.ready);
+
+    if (result.ready) {
+      if (health.ejectedForProbe) {
+        health.ejectedForProbe = false;
+        health.transition('connecting', 'probe_passed');
+        this.#refreshState(entry, 'probe_passed');
+      }
+    } else {
+      if (wasReady !== false) this.#log.warn({ endpoint: entry.endpoint.id, detail: result.detail }, 'readiness probe failed');
+      // The last ready endpoint is never ejected for a probe result alone: serving from a replica
+      // that says it is not ready beats serving nothing.
+      const otherReady = this.#entries.some((candidate) => candidate !== entry && candidate.health.state === 'ready');
+      if (health.state === 'ready' && otherReady && this.#mayEject(entry)) {
+        health.ejectedForProbe = true;
+        health.ejectedUntil = undefined;
+        health.transition('ejected', 'probe_failed', { detail: result.detail });
+        this.#ensureWarm();
+      }
+    }
+
+    this.#scheduleProbe(entry);
+  }
+
+  #sessionEvents(entry: EndpointEntry, group: SessionGroup): SessionEvents {
     return {
       onStateChange: (session, from, to, reason) => {
         if (to === 'closed') {
@@ -294,36 +566,54 @@ export class UpstreamPool {
           if (index >= 0) group.sessions.splice(index, 1);
         }
         // A session leaves `ready` once: on drain or GOAWAY (then later closes), or on eviction.
-        if (from === 'ready') this.#afterSessionLoss(group, reason as EvictionReason, session);
+        if (from === 'ready') this.#afterSessionLoss(entry, group, reason as EvictionReason, session);
         this.#options.hooks?.onSessionState?.(session, from, to, reason);
       },
-      onPing: (session, outcome, rttMs) => this.#options.hooks?.onPing?.(session, outcome, rttMs),
+      onPing: (session, outcome, rttMs) => {
+        if (outcome === 'ack') entry.health.recordRtt(rttMs);
+        this.#options.hooks?.onPing?.(session, outcome, rttMs);
+      },
+      onCapacity: () => this.#notifyCapacity(),
     };
   }
 
   /**
-   * Replaces a lost session. A failure (PING timeout, reset, EOF) backs off with full jitter so a
-   * fleet that lost the same balancer does not reconnect in the same second; a graceful GOAWAY or
-   * drain is replaced at once, as the server asked us to reconnect.
+   * Replaces a lost session. A failure (PING timeout, reset, EOF) counts against the endpoint and
+   * backs off with full jitter, so a fleet that lost the same balancer does not reconnect in the
+   * same second; a graceful GOAWAY or drain is replaced at once, as the server asked.
    */
-  #afterSessionLoss(group: SessionGroup, reason: EvictionReason, session: UpstreamSession): void {
+  #afterSessionLoss(entry: EndpointEntry, group: SessionGroup, reason: EvictionReason, session: UpstreamSession): void {
     if (this.#closed || reason === 'shutdown') return;
 
-    const failure = reason === 'ping_timeout' || reason === 'reset' || reason === 'eof' || reason === 'error';
-    if (failure) {
-      this.#recordFailure(group, new StallguardError('SG_ERR_SESSION_LOST', 'local', `session ${session.id} lost: ${reason}`));
+    if (FAILURE_REASONS.has(reason)) {
+      const transitionReason: EndpointTransitionReason = reason === 'ping_timeout' ? 'ping_timeout' : reason === 'eof' ? 'eof' : 'reset';
+      this.#onLocalFailure(entry, group, transitionReason, new StallguardError('SG_ERR_SESSION_LOST', 'local', `session ${session.id} lost: ${reason}`));
       return;
     }
 
-    const stillOpen = group.sessions.some((candidate) => candidate.state === 'ready');
-    if (!stillOpen && this.#options.warmIdentities.includes(group.identity)) this.#dialInBackground(group);
+    this.#refreshState(entry, 'sessions_lost');
+    const replacementNeeded = group.identity === this.#options.warmIdentity && !group.sessions.some((candidate) => candidate.state === 'ready');
+    if (replacementNeeded && (entry.health.state === 'ready' || entry.health.state === 'connecting')) this.#dialInBackground(entry, group);
   }
-}
 
-function groupKey(endpoint: Endpoint, identity: UpstreamIdentity): string {
-  return `${endpoint.id}|${identity}`;
+  #notifyCapacity(): void {
+    for (const waiter of [...this.#capacityWaiters]) waiter();
+  }
+
+  #entryOf(endpoint: Endpoint): EndpointEntry {
+    return this.#entries.find((entry) => entry.endpoint === endpoint)!;
+  }
 }
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, Math.max(ms, 0)).unref());
+}
+
+function shuffle<T>(items: T[]): T[] {
+  const copy = [...items];
+  for (let i = copy.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [copy[i], copy[j]] = [copy[j]!, copy[i]!];
+  }
+  return copy;
 }

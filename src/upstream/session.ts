@@ -38,6 +38,8 @@ export interface SessionHealthOptions {
 export interface SessionEvents {
   onStateChange(session: UpstreamSession, from: SessionState, to: SessionState, reason: EvictionReason | 'connected'): void;
   onPing?(session: UpstreamSession, outcome: 'ack' | 'timeout', rttMs: number): void;
+  /** A stream slot was freed, or the server raised its stream limit. */
+  onCapacity?(session: UpstreamSession): void;
 }
 
 let nextSessionId = 1;
@@ -137,11 +139,13 @@ export class UpstreamSession {
 
   /** Forgets a tenant whose stream has closed; a draining session closes after its last one. */
   releaseStream(tenant: StreamTenant): void {
-    this.#tenants.delete(tenant);
+    if (!this.#tenants.delete(tenant)) return;
     this.#awaitingHeaders.delete(tenant);
     if (this.state === 'draining' && this.#tenants.size === 0) {
       this.#close('drain');
+      return;
     }
+    if (this.state === 'ready') this.#events.onCapacity?.(this);
   }
 
   /**
@@ -230,7 +234,11 @@ export class UpstreamSession {
 
     h2.on('remoteSettings', (settings) => {
       this.noteRead();
-      if (settings.maxConcurrentStreams !== undefined) this.maxConcurrentStreams = settings.maxConcurrentStreams;
+      if (settings.maxConcurrentStreams !== undefined) {
+        const raised = settings.maxConcurrentStreams > this.maxConcurrentStreams;
+        this.maxConcurrentStreams = settings.maxConcurrentStreams;
+        if (raised) this.#events.onCapacity?.(this);
+      }
     });
 
     h2.on('goaway', (errorCode, lastStreamId) => {
