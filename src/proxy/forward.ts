@@ -15,6 +15,11 @@ import type { WatchRegistry } from './watch-registry.js';
 
 const { NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM, NGHTTP2_CANCEL } = http2.constants;
 
+/** A 429 body larger than this is not held back: shutdown 429s carry a small Status. */
+const HELD_429_MAX_BYTES = 64 * 1024;
+/** How long after a 429's end a GOAWAY may still arrive and mark it as a shutdown rejection. */
+const HELD_429_GOAWAY_WAIT_MS = 50;
+
 export interface ForwardSettings {
   maxAttempts: number;
   budgetMs: number;
@@ -129,6 +134,15 @@ export class ForwardedRequest {
       const outcome = await this.#attempt(session);
       if (outcome.kind === 'done' || outcome.kind === 'cut') return;
 
+      if (outcome.reason === 'session_unavailable') {
+        // Another request took the last stream slot between selection and use: nothing was sent,
+        // so this is no attempt, and the session may be chosen again once it has room.
+        this.#tried.delete(session);
+        attempt--;
+        if (Date.now() >= this.#deadline) break;
+        continue;
+      }
+
       lastFailure = `${session.endpoint.id}: ${outcome.reason}`;
       const retryable = outcome.kind === 'unprocessed' || this.#idempotent;
       const replayable = this.#body === undefined || this.#body.replayable;
@@ -187,6 +201,13 @@ export class ForwardedRequest {
       let expectedLength: number | undefined;
       let bytesRelayed = 0;
       let upstreamStatus: number | undefined;
+      let held429: Buffer[] | undefined;
+      const releaseHeld429 = () => {
+        const chunks = held429 ?? [];
+        held429 = undefined;
+        sendHead();
+        for (const chunk of chunks) (this.#res as http.ServerResponse).write(chunk);
+      };
       // Response headers of a non-watch request are held until its first DATA, trailers or end, so
       // a session lost in between still leaves the request retryable: no byte reached the client.
       let pendingHead: { status: number; headers: http.OutgoingHttpHeaders } | undefined;
@@ -222,7 +243,7 @@ export class ForwardedRequest {
           settle({ kind: 'cut', reason });
           return;
         }
-        if (upstreamStatus !== undefined && !this.#idempotent) {
+        if (upstreamStatus !== undefined && !this.#idempotent && !unprocessed) {
           // The server answered, so the write was processed; only its response body was lost.
           this.#reply(
             502,
@@ -241,7 +262,7 @@ export class ForwardedRequest {
           // The session may die between the stream's END_STREAM ('end') and its 'close': the
           // response is whole then, and is finished rather than failed.
           if (endReceived && bodyComplete()) {
-            sendHead();
+            releaseHeld429();
             this.#finishResponse();
             settle({ kind: 'done' });
             return;
@@ -275,15 +296,12 @@ export class ForwardedRequest {
         if (settled || this.#clientGone) return;
         const status = Number(upstreamHeaders[':status']);
 
-        // A 429 from a replica that has sent GOAWAY is kube-apiserver's graceful shutdown: the
-        // request was rejected unprocessed, so it goes once to another replica. A plain 429 is
-        // passed through untouched, so client-go's own back-off applies.
-        if (status === 429 && session.goawayLastStreamId !== undefined && !this.#shutdown429Retried && this.#ctx.pool.endpoints.length > 1) {
-          this.#shutdown429Retried = true;
-          this.#avoid.add(session.endpoint.id);
-          stream!.close(NGHTTP2_CANCEL);
-          fail(true, 'shutdown_429', new StallguardError('SG_ERR_SHUTDOWN_429', 'upstream', `${session.endpoint.id} answered 429 while shutting down`));
-          return;
+        // A 429 that comes with a GOAWAY is kube-apiserver's graceful shutdown: the request was
+        // rejected unprocessed and goes once to another replica. The GOAWAY may follow the 429's
+        // frames, so the small 429 is held until its end (and a moment after) to see which it is.
+        // A plain 429 is passed through untouched, so client-go's own back-off applies.
+        if (status === 429 && !this.#watch && !this.#shutdown429Retried && this.#ctx.pool.endpoints.length > 1) {
+          held429 = [];
         }
 
         const declared = upstreamHeaders['content-length'];
@@ -310,6 +328,11 @@ export class ForwardedRequest {
         session.noteRead();
         bytesRelayed += chunk.length;
         if (settled || this.#clientGone) return;
+        if (held429 !== undefined) {
+          held429.push(chunk);
+          if (bytesRelayed > HELD_429_MAX_BYTES) releaseHeld429();
+          return;
+        }
         sendHead();
         if (!(this.#res as http.ServerResponse).write(chunk)) {
           stream!.pause();
@@ -334,6 +357,24 @@ export class ForwardedRequest {
 
         if (this.#clientGone) {
           settle({ kind: 'done' });
+          return;
+        }
+        if (endReceived && rstCode === NGHTTP2_NO_ERROR && held429 !== undefined) {
+          const decide = (final: boolean) => {
+            if (settled) return;
+            if (session.goawayLastStreamId !== undefined) {
+              this.#shutdown429Retried = true;
+              this.#avoid.add(session.endpoint.id);
+              fail(true, 'shutdown_429', new StallguardError('SG_ERR_SHUTDOWN_429', 'upstream', `${session.endpoint.id} answered 429 while shutting down`));
+            } else if (final) {
+              releaseHeld429();
+              this.#finishResponse();
+              settle({ kind: 'done' });
+            } else {
+              setTimeout(() => decide(true), HELD_429_GOAWAY_WAIT_MS);
+            }
+          };
+          decide(false);
           return;
         }
         if (endReceived && rstCode === NGHTTP2_NO_ERROR && bodyComplete()) {

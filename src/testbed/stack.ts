@@ -7,6 +7,7 @@ import { startStallguard, type RunningStallguard } from '../server.js';
 import { FakeApiServer } from './fake-apiserver.js';
 import { FaultRelay } from './fault-relay.js';
 import { createTestPki, type TestPki } from './pki.js';
+import { ReplicatedStores } from './replicated-store.js';
 
 /** A partial configuration: any subset of keys, nested. */
 export type ConfigOverrides = DeepPartial<Config>;
@@ -25,6 +26,8 @@ export interface StackOptions {
   config?: ConfigOverrides;
   tokens?: Record<string, { name: string; groups?: string[] }>;
   maxConcurrentStreams?: number;
+  /** Share state between the replicas, as etcd does for real ones (default false). */
+  replicate?: boolean;
   /** Where stallguard's logs go; silent unless given. */
   logger?: Logger;
 }
@@ -65,6 +68,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     servers.push(server);
   }
 
+  const replication = options.replicate === true ? new ReplicatedStores(servers.map((server) => server.store)) : undefined;
+
   const topology = options.topology ?? 'relays';
   const relays: FaultRelay[] = [];
   if (topology === 'relays' || topology === 'balancer') {
@@ -93,6 +98,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     async close() {
       await stallguard.close();
       await Promise.all(relays.map((relay) => relay.close()));
+      replication?.stop();
       await Promise.all(servers.map((server) => server.close()));
       fs.rmSync(dir, { recursive: true, force: true });
     },

@@ -145,21 +145,29 @@ export class UpstreamPool {
    * endpoint and why) instead of queueing behind a dead replica.
    */
   async acquire(options: AcquireOptions): Promise<UpstreamSession> {
-    const best = this.#pickReady(options);
-    if (best !== undefined) return best;
-
-    const atCapacity = this.#waitForCapacity(options);
-    if (atCapacity !== undefined) return atCapacity;
-
     const reasons: string[] = [];
-    for (const entry of this.#dialCandidates(options)) {
-      if (Date.now() >= options.deadline) break;
 
-      const session = await this.#awaitSession(entry, options, reasons);
-      if (session !== undefined) return session;
+    // Each round either returns a session or dials; a dial that yields a session already filled by
+    // other waiting requests (a burst of watches) earns another round while more may be opened.
+    for (let round = 0; round < this.#options.maxSessionsPerEndpoint + 1; round++) {
+      const best = this.#pickReady(options);
+      if (best !== undefined) return best;
 
-      const late = this.#pickReady(options);
-      if (late !== undefined) return late;
+      const atCapacity = this.#waitForCapacity(options);
+      if (atCapacity !== undefined) return atCapacity;
+
+      let filledByOthers = false;
+      for (const entry of this.#dialCandidates(options)) {
+        if (Date.now() >= options.deadline) break;
+
+        const outcome = await this.#awaitSession(entry, options, reasons);
+        if (outcome instanceof UpstreamSession) return outcome;
+        if (outcome === 'filled') filledByOthers = true;
+
+        const late = this.#pickReady(options);
+        if (late !== undefined) return late;
+      }
+      if (!filledByOthers || Date.now() >= options.deadline) break;
     }
 
     for (const entry of this.#entries) {
@@ -315,7 +323,7 @@ export class UpstreamPool {
     });
   }
 
-  async #awaitSession(entry: EndpointEntry, options: AcquireOptions, reasons: string[]): Promise<UpstreamSession | undefined> {
+  async #awaitSession(entry: EndpointEntry, options: AcquireOptions, reasons: string[]): Promise<UpstreamSession | 'filled' | undefined> {
     const group = entry.group(options.identity);
     const waitMs = group.nextDialAt - Date.now();
     const lastError = entry.health.lastError?.message ?? 'unavailable';
@@ -324,8 +332,7 @@ export class UpstreamPool {
       reasons.push(`${entry.endpoint.id}: ${lastError} (next attempt in ${Math.ceil(waitMs / 1000)}s)`);
       return undefined;
     }
-    if (group.open.length >= this.#options.maxSessionsPerEndpoint) {
-      reasons.push(`${entry.endpoint.id}: upstream.maxSessionsPerEndpoint (${this.#options.maxSessionsPerEndpoint}) sessions open, all busy`);
+    if (group.dialing === undefined && group.open.length >= this.#options.maxSessionsPerEndpoint) {
       return undefined;
     }
 
@@ -336,11 +343,11 @@ export class UpstreamPool {
     try {
       const session = await this.#dial(entry, group);
       if (session.available && !options.exclude.has(session)) return session;
-      reasons.push(`${entry.endpoint.id}: the new session is not available`);
+      return session.state === 'ready' ? 'filled' : undefined;
     } catch (err) {
       reasons.push(`${entry.endpoint.id}: ${describeError(err)}`);
+      return undefined;
     }
-    return undefined;
   }
 
   // ---- dialling ----
