@@ -269,6 +269,15 @@ export class ForwardedRequest {
           }
           fail(stream?.id === undefined, reason, err, reason === 'ping_timeout');
         },
+        onRetire: () => {
+          if (!this.#watch || !this.#responseStarted || settled) return;
+          this.#ctx.watches.delete(this);
+          this.#ctx.metrics.activeWatches.dec();
+          this.#ctx.metrics.watchesEnded.inc({ reason: 'retired' });
+          this.#res.end();
+          stream?.close(NGHTTP2_CANCEL);
+          settle({ kind: 'done' });
+        },
         onGoaway: (lastStreamId: number) => {
           // Streams above the last stream id were never processed; nghttp2 refuses them next.
           if (stream?.id !== undefined && stream.id > lastStreamId) {

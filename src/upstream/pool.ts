@@ -21,6 +21,8 @@ import { UpstreamSession, type EvictionReason, type SessionEvents, type SessionH
  */
 export interface PoolOptions {
   endpoints: Endpoint[];
+  /** Addresses (typically the load balancer) used only while no other endpoint is ready. */
+  fallbackEndpoints?: Endpoint[];
   tls: UpstreamTlsMaterial;
   connectTimeoutMs: number;
   backoff: BackoffPolicy;
@@ -78,6 +80,8 @@ class SessionGroup {
 }
 
 class EndpointEntry {
+  /** Removed endpoints drain and leave the list once their last session has closed. */
+  removed = false;
   readonly groups = new Map<UpstreamIdentity, SessionGroup>([
     ['client-cert', new SessionGroup('client-cert')],
     ['anonymous', new SessionGroup('anonymous')],
@@ -85,7 +89,10 @@ class EndpointEntry {
   probeTimer: NodeJS.Timeout | undefined;
   ejectionTimer: NodeJS.Timeout | undefined;
 
-  constructor(readonly health: EndpointHealth) {}
+  constructor(
+    readonly health: EndpointHealth,
+    readonly role: 'primary' | 'fallback',
+  ) {}
 
   get endpoint(): Endpoint {
     return this.health.endpoint;
@@ -109,7 +116,8 @@ const FAILURE_REASONS = new Set<EvictionReason>(['ping_timeout', 'reset', 'eof',
 
 export class UpstreamPool {
   readonly #options: PoolOptions;
-  readonly #entries: EndpointEntry[];
+  #entries: EndpointEntry[] = [];
+  #tls: UpstreamTlsMaterial;
   readonly #log: Logger;
   /** Requests waiting for a stream slot while every session is at the server's stream limit. */
   readonly #capacityWaiters = new Set<() => void>();
@@ -118,18 +126,86 @@ export class UpstreamPool {
   constructor(options: PoolOptions) {
     this.#options = options;
     this.#log = options.log;
-    this.#entries = options.endpoints.map(
-      (endpoint) =>
-        new EndpointEntry(
-          new EndpointHealth(endpoint, options.log, (health, from, to, reason) => {
-            options.hooks?.onEndpointState?.(health.endpoint, from, to, reason);
-          }),
-        ),
-    );
+    this.#tls = options.tls;
+    for (const endpoint of options.endpoints) this.#entries.push(this.#newEntry(endpoint, 'primary'));
+    for (const endpoint of options.fallbackEndpoints ?? []) this.#entries.push(this.#newEntry(endpoint, 'fallback'));
   }
 
+  #newEntry(endpoint: Endpoint, role: 'primary' | 'fallback'): EndpointEntry {
+    const health = new EndpointHealth(endpoint, this.#log, (changed, from, to, reason) => {
+      this.#options.hooks?.onEndpointState?.(changed.endpoint, from, to, reason);
+    });
+    return new EndpointEntry(health, role);
+  }
+
+  /** The endpoints currently in the pool (not removed), primary ones first. */
   get endpoints(): readonly Endpoint[] {
-    return this.#options.endpoints;
+    return this.#entries.filter((entry) => !entry.removed).map((entry) => entry.endpoint);
+  }
+
+  /**
+   * Replaces the primary endpoints: new ones are added (and warmed if needed), removed ones drain:
+   * they take no new requests, their watches end cleanly so clients re-watch elsewhere, and their
+   * in-flight requests finish. Endpoints are matched by id.
+   */
+  setEndpoints(endpoints: Endpoint[]): void {
+    if (this.#closed) return;
+    const wanted = new Map(endpoints.map((endpoint) => [endpoint.id, endpoint]));
+
+    for (const entry of this.#entries) {
+      if (entry.role !== 'primary' || entry.removed || wanted.has(entry.endpoint.id)) continue;
+      this.#removeEntry(entry);
+    }
+
+    const present = new Set(this.#entries.filter((entry) => entry.role === 'primary' && !entry.removed).map((entry) => entry.endpoint.id));
+    const firstFallback = this.#entries.findIndex((entry) => entry.role === 'fallback');
+    for (const endpoint of wanted.values()) {
+      if (present.has(endpoint.id)) continue;
+      const entry = this.#newEntry(endpoint, 'primary');
+      if (firstFallback === -1) this.#entries.push(entry);
+      else this.#entries.splice(firstFallback, 0, entry);
+      this.#log.info({ endpoint: endpoint.id }, 'endpoint added');
+    }
+    this.#ensureWarm();
+  }
+
+  /**
+   * Switches to new TLS material (a rotated client certificate or CA bundle): new sessions use it,
+   * and every session opened with the old material is retired, so no stream outlives the old
+   * credentials longer than it takes to finish.
+   */
+  setTlsMaterial(material: UpstreamTlsMaterial): void {
+    if (this.#closed) return;
+    this.#tls = material;
+    for (const entry of this.#entries) {
+      for (const session of entry.allSessions()) session.retire('rotation');
+    }
+    this.#ensureWarm();
+  }
+
+  #removeEntry(entry: EndpointEntry): void {
+    entry.removed = true;
+    clearTimeout(entry.probeTimer);
+    clearTimeout(entry.ejectionTimer);
+    for (const group of entry.groups.values()) clearTimeout(group.redialTimer);
+
+    entry.health.transition('draining', 'removed');
+    for (const session of entry.allSessions()) session.retire('removed');
+    this.#forgetIfDrained(entry);
+  }
+
+  /** Drops a removed endpoint from the list once it holds no session. */
+  #forgetIfDrained(entry: EndpointEntry): void {
+    if (!entry.removed || entry.allSessions().length > 0) return;
+    this.#entries = this.#entries.filter((candidate) => candidate !== entry);
+    this.#log.info({ endpoint: entry.endpoint.id }, 'endpoint removed');
+  }
+
+  /** Entries that serve now: primary ones, or the fallback ones while no primary is ready. */
+  #servingEntries(): EndpointEntry[] {
+    const primary = this.#entries.filter((entry) => entry.role === 'primary' && !entry.removed);
+    if (primary.some((entry) => entry.health.state === 'ready')) return primary;
+    return [...primary, ...this.#entries.filter((entry) => entry.role === 'fallback')];
   }
 
   /** Opens the warm sessions; failures are logged and retried with backoff, never thrown. */
@@ -191,7 +267,7 @@ export class UpstreamPool {
 
   /** True when at least one endpoint is ready. */
   hasReadyEndpoint(): boolean {
-    return this.#entries.some((entry) => entry.health.state === 'ready');
+    return this.#entries.some((entry) => !entry.removed && entry.health.state === 'ready');
   }
 
   /** A point-in-time view of every endpoint and its sessions, for /state and metrics. */
@@ -201,6 +277,7 @@ export class UpstreamPool {
       const sessions = entry.allSessions();
       return {
         endpoint: entry.endpoint.id,
+        role: entry.role,
         state: health.state,
         since: new Date(health.since).toISOString(),
         reason: health.reason,
@@ -252,7 +329,7 @@ export class UpstreamPool {
     let bestScore = Infinity;
     let fallback: UpstreamSession | undefined;
 
-    for (const entry of this.#entries) {
+    for (const entry of this.#servingEntries()) {
       if (entry.health.state !== 'ready') continue;
       // Weighting by RTT makes a slow replica take fewer streams; the 1 ms floor keeps
       // sub-millisecond noise on a LAN from deciding on its own.
@@ -282,7 +359,7 @@ export class UpstreamPool {
    * limit and no more may be opened, waits for a slot until the request's deadline.
    */
   #waitForCapacity(options: AcquireOptions): Promise<UpstreamSession> | undefined {
-    const ready = this.#entries.filter((entry) => entry.health.state === 'ready');
+    const ready = this.#servingEntries().filter((entry) => entry.health.state === 'ready');
     const saturated =
       ready.length > 0 &&
       ready.every((entry) => {
@@ -313,8 +390,9 @@ export class UpstreamPool {
 
   /** Endpoints a request may dial: ready ones without a session for its identity, then connecting ones. */
   #dialCandidates(options: AcquireOptions): EndpointEntry[] {
-    const usable = this.#entries.filter((entry) => entry.health.state === 'ready' || entry.health.state === 'connecting');
+    const usable = this.#servingEntries().filter((entry) => entry.health.state === 'ready' || entry.health.state === 'connecting');
     return usable.sort((a, b) => {
+      if (a.role !== b.role) return a.role === 'primary' ? -1 : 1;
       if (a.health.state !== b.health.state) return a.health.state === 'ready' ? -1 : 1;
       const groupA = a.group(options.identity);
       const groupB = b.group(options.identity);
@@ -362,7 +440,7 @@ export class UpstreamPool {
 
     const dialing = dialSession({
       endpoint: entry.endpoint,
-      tls: tlsOptionsFor(this.#options.tls, group.identity),
+      tls: tlsOptionsFor(this.#tls, group.identity),
       timeoutMs: this.#options.connectTimeoutMs,
     }).then(
       (h2) => {
@@ -407,7 +485,7 @@ export class UpstreamPool {
   #ensureWarm(): void {
     if (this.#closed) return;
     const identity = this.#options.warmIdentity;
-    const usable = this.#entries.filter((entry) => entry.health.state === 'ready' || entry.health.state === 'connecting');
+    const usable = this.#servingEntries().filter((entry) => entry.health.state === 'ready' || entry.health.state === 'connecting');
 
     const warm = usable.filter((entry) => {
       const group = entry.group(identity);
@@ -471,8 +549,9 @@ export class UpstreamPool {
 
   #mayEject(entry: EndpointEntry): boolean {
     if (entry.health.state === 'ejected') return false;
-    const ejected = this.#entries.filter((candidate) => candidate.health.state === 'ejected').length;
-    const allowed = Math.floor((this.#entries.length * this.#options.health.maxEjectionPercent) / 100);
+    const peers = this.#entries.filter((candidate) => candidate.role === entry.role && !candidate.removed);
+    const ejected = peers.filter((candidate) => candidate.health.state === 'ejected').length;
+    const allowed = Math.floor((peers.length * this.#options.health.maxEjectionPercent) / 100);
     return ejected + 1 <= allowed;
   }
 
@@ -571,6 +650,7 @@ export class UpstreamPool {
         if (to === 'closed') {
           const index = group.sessions.indexOf(session);
           if (index >= 0) group.sessions.splice(index, 1);
+          this.#forgetIfDrained(entry);
         }
         // A session leaves `ready` once: on drain or GOAWAY (then later closes), or on eviction.
         if (from === 'ready') this.#afterSessionLoss(entry, group, reason as EvictionReason, session);
@@ -590,7 +670,7 @@ export class UpstreamPool {
    * same second; a graceful GOAWAY or drain is replaced at once, as the server asked.
    */
   #afterSessionLoss(entry: EndpointEntry, group: SessionGroup, reason: EvictionReason, session: UpstreamSession): void {
-    if (this.#closed || reason === 'shutdown') return;
+    if (this.#closed || reason === 'shutdown' || entry.removed) return;
 
     if (FAILURE_REASONS.has(reason)) {
       const transitionReason: EndpointTransitionReason = reason === 'ping_timeout' ? 'ping_timeout' : reason === 'eof' ? 'eof' : 'reset';

@@ -17,7 +17,7 @@ import type { UpstreamIdentity } from './identity.js';
 export type SessionState = 'ready' | 'draining' | 'closed';
 
 /** Why a session left `ready`; a closed set so it can label metrics. */
-export type EvictionReason = 'ping_timeout' | 'reset' | 'eof' | 'goaway' | 'error' | 'drain' | 'shutdown' | 'idle_close';
+export type EvictionReason = 'ping_timeout' | 'reset' | 'eof' | 'goaway' | 'error' | 'drain' | 'shutdown' | 'idle_close' | 'rotation' | 'removed';
 
 /**
  * A request attempt that has a stream open on a session. The session tells it when the session is
@@ -28,6 +28,11 @@ export interface StreamTenant {
   onSessionLost(reason: EvictionReason, err: StallguardError): void;
   /** Called when a GOAWAY arrives; `lastStreamId` is the highest stream the server will process. */
   onGoaway?(lastStreamId: number): void;
+  /**
+   * Called when the session is retired (its endpoint removed, or its identity rotated): a watch
+   * ends cleanly so the client re-watches on another session; other requests finish.
+   */
+  onRetire?(): void;
 }
 
 export interface SessionHealthOptions {
@@ -162,6 +167,16 @@ export class UpstreamSession {
     return new Promise((resolve, reject) => {
       this.#sendPing((err) => (err ? reject(err) : resolve()));
     });
+  }
+
+  /**
+   * Drains the session and ends its watches cleanly: used when its endpoint is removed or its
+   * credentials were rotated, so long-lived streams move to a current session.
+   */
+  retire(reason: EvictionReason): void {
+    if (this.state === 'closed') return;
+    this.drain(reason);
+    for (const tenant of [...this.#tenants]) tenant.onRetire?.();
   }
 
   /** Stops new streams and lets open ones finish; the session closes after the last one. */

@@ -25,6 +25,8 @@ export interface SessionSnapshot {
 /** A point-in-time view of one endpoint, served at /state and read by the metrics collectors. */
 export interface EndpointSnapshot {
   endpoint: string;
+  /** `fallback` endpoints (the load balancer) serve only while no primary endpoint is ready. */
+  role: 'primary' | 'fallback';
   state: EndpointState;
   /** ISO time of the last state change. */
   since: string;
