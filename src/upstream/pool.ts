@@ -667,13 +667,14 @@ export class UpstreamPool {
   /**
    * Replaces a lost session. A failure (PING timeout, reset, EOF) counts against the endpoint and
    * backs off with full jitter, so a fleet that lost the same balancer does not reconnect in the
-   * same second; a graceful GOAWAY or drain is replaced at once, as the server asked.
+   * same second. A session ended by GOAWAY or drain is replaced at once, because the server asked.
    */
   #afterSessionLoss(entry: EndpointEntry, group: SessionGroup, reason: EvictionReason, session: UpstreamSession): void {
     if (this.#closed || reason === 'shutdown' || entry.removed) return;
 
     if (FAILURE_REASONS.has(reason)) {
-      const transitionReason: EndpointTransitionReason = reason === 'ping_timeout' ? 'ping_timeout' : reason === 'eof' ? 'eof' : 'reset';
+      let transitionReason: EndpointTransitionReason = 'reset';
+      if (reason === 'ping_timeout' || reason === 'eof') transitionReason = reason;
       this.#onLocalFailure(entry, group, transitionReason, new StallguardError('SG_ERR_SESSION_LOST', 'local', `session ${session.id} lost: ${reason}`));
       return;
     }
