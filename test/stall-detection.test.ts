@@ -1,4 +1,5 @@
 import http2 from 'node:http2';
+import tls from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
 import { connectH2, h2Request } from '../src/testbed/client.js';
 import { startStack, type Stack } from '../src/testbed/stack.js';
@@ -202,6 +203,26 @@ describe('stall detection', () => {
     expect(response.status).toBe(503);
     expect(JSON.parse(response.body.toString()).message).toContain('timed out');
     expect(elapsed).toBeLessThan(stack.config.upstream.connectTimeoutMs * 2 + 1000);
+  });
+
+  it('closes an upgrade tunnel when its endpoint stalls', async () => {
+    const { stack } = await startBalancerStack();
+    const port = Number(new URL(stack.url).port);
+
+    const socket = tls.connect({ host: '127.0.0.1', port, ...stack.clientTls, ALPNProtocols: ['http/1.1'] });
+    socket.on('error', () => {});
+    await new Promise((resolve) => socket.once('secureConnect', resolve));
+    socket.write('POST /api/v1/namespaces/default/pods/p/exec?command=sh HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nContent-Length: 0\r\n\r\n');
+    const head = await new Promise<string>((resolve) => socket.once('data', (chunk: Buffer) => resolve(chunk.toString('latin1'))));
+    expect(head).toMatch(/^HTTP\/1\.1 101/);
+    const closed = new Promise<number>((resolve) => socket.once('close', () => resolve(Date.now())));
+
+    const started = Date.now();
+    stack.relays[0]!.failover();
+    const closedAt = await Promise.race([closed, sleep(DETECTION_MS + 1500).then(() => -1)]);
+
+    expect(closedAt).toBeGreaterThan(0);
+    expect(closedAt - started).toBeLessThan(DETECTION_MS + 1000);
   });
 
   it('passes a 429 through without retrying or evicting', async () => {
