@@ -43,7 +43,7 @@ async function main(): Promise<void> {
   );
 
   const kubeconfigPath = path.join(dir, 'kubeconfig');
-  fs.writeFileSync(kubeconfigPath, kubeconfig(`https://${LISTEN}`, path.join(dir, 'state', 'tls', 'ca.crt'), pki.admin.certPath, pki.admin.keyPath));
+  fs.writeFileSync(kubeconfigPath, kubeconfig(`https://${LISTEN}`, path.join(dir, 'state', 'tls', 'ca.crt'), pki.node.certPath, pki.node.keyPath));
 
   const cli = fileURLToPath(new URL('../cli/main.js', import.meta.url));
   const child = spawn(process.execPath, [cli, 'run', '--config', configPath], { stdio: ['ignore', 'pipe', 'inherit'] });
