@@ -19,6 +19,9 @@ export type BlackholeDirection = 'both' | 'to-target' | 'to-client';
 
 export type NewConnectionMode = 'pass' | 'blackhole' | 'tarpit';
 
+/** What a middlebox does to a flow idle past its timer: drop it silently, or reset it on the next packet. */
+export type IdleAction = 'silent' | 'rst';
+
 export interface FaultRelayOptions {
   target: RelayTarget;
   /** Targets outside loopback are rejected unless set; tests that create a network namespace set it. */
@@ -141,6 +144,10 @@ class RelayConnection {
   readonly toTarget: Direction;
   readonly toClient: Direction;
   stranded = false;
+  /** Last time a byte crossed the relay in either direction, for the idle timer. */
+  lastActivityAt = Date.now();
+  /** Set once the idle timer expired: `rst` resets both sides on the next byte. */
+  idleExpired: IdleAction | undefined;
   private closedSides = 0;
 
   constructor(
@@ -156,7 +163,9 @@ class RelayConnection {
 
   start(): void {
     const { client, targetSocket } = this;
-    client.on('data', (chunk: Buffer) => this.toTarget.accept(chunk));
+    client.on('data', (chunk: Buffer) => {
+      if (this.noteActivity()) this.toTarget.accept(chunk);
+    });
     client.on('error', () => undefined);
     client.on('close', (hadError) => {
       if (this.toTarget.mode === 'forward' && targetSocket && !targetSocket.destroyed) {
@@ -180,7 +189,9 @@ class RelayConnection {
       this.closedSides += 1;
       return;
     }
-    targetSocket.on('data', (chunk: Buffer) => this.toClient.accept(chunk));
+    targetSocket.on('data', (chunk: Buffer) => {
+      if (this.noteActivity()) this.toClient.accept(chunk);
+    });
     targetSocket.on('error', () => undefined);
     targetSocket.on('end', () => {
       if (this.toClient.mode === 'forward' && !client.destroyed) {
@@ -198,6 +209,28 @@ class RelayConnection {
       }
       this.sideClosed();
     });
+  }
+
+  /**
+   * Records a byte crossing the relay. Returns false when the idle timer had expired with `rst`:
+   * the connection is reset then, as an AWS NLB answers the first packet of a forgotten flow.
+   */
+  noteActivity(): boolean {
+    if (this.idleExpired === 'rst') {
+      this.reset();
+      return false;
+    }
+    this.lastActivityAt = Date.now();
+    return true;
+  }
+
+  /** Applies an expired idle timer: `silent` forgets the flow for good, `rst` arms a reset. */
+  expireIdle(action: IdleAction): void {
+    this.idleExpired = action;
+    if (action === 'silent') {
+      this.stranded = true;
+      this.blackhole('both');
+    }
   }
 
   blackhole(direction: BlackholeDirection): void {
@@ -292,6 +325,9 @@ export class FaultRelay {
   private boundPort = 0;
   private boundHost = '127.0.0.1';
   private refusing = false;
+  private idleTimer: { timeoutMs: number; action: IdleAction; sweep: NodeJS.Timeout } | undefined;
+  /** Connections whose idle timer expired, so tests can tell a drop from a connection that stayed busy. */
+  idleExpirations = 0;
 
   constructor(options: FaultRelayOptions) {
     this.allowNonLoopbackTarget = options.allowNonLoopbackTarget ?? false;
@@ -347,8 +383,33 @@ export class FaultRelay {
     return this.boundPort;
   }
 
+  /**
+   * Forgets flows with no byte in either direction for `timeoutMs`, as load balancers, NAT and
+   * conntrack do (Azure LB 4 min, AWS NLB 350 s, IPVS 900 s): `silent` blackholes the flow for
+   * good, `rst` resets it on its next byte. Applies to open and new connections; null turns it off.
+   */
+  idle(timeoutMs: number | null, action: IdleAction = 'silent'): void {
+    if (this.idleTimer !== undefined) clearInterval(this.idleTimer.sweep);
+    this.idleTimer = undefined;
+    if (timeoutMs === null) return;
+
+    const sweep = setInterval(() => {
+      const now = Date.now();
+      for (const connection of this.open.values()) {
+        if (connection.idleExpired === undefined && now - connection.lastActivityAt >= timeoutMs) {
+          connection.expireIdle(action);
+          this.idleExpirations += 1;
+        }
+      }
+    }, Math.max(10, Math.min(100, timeoutMs / 10)));
+    sweep.unref();
+    this.idleTimer = { timeoutMs, action, sweep };
+    this.logger.info({ mode: 'idle', timeoutMs, action }, 'fault relay mode changed');
+  }
+
   /** Stops listening and destroys every relayed connection. */
   async close(): Promise<void> {
+    this.idle(null);
     for (const connection of this.open.values()) {
       connection.destroy();
     }
