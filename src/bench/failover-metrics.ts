@@ -16,11 +16,13 @@ export interface PathOutcome {
   healthyAtSwitch: boolean;
   /**
    * ms from the switch to the first successful response to a request sent at or after the switch.
-   * Requests sent earlier are left out, because their answer may have passed the relay before it
+   * Requests sent earlier are left out, because their response may have passed the relay before it
    * went silent. null: no such success before the observation ended.
    */
   recoveryMs: number | null;
-  /** Longest interval between the completions of two successive successful lease renewals. */
+  /** ms from the switch to the end of the last failed request; 0 when no request failed. */
+  disruptionMs: number;
+  /** Maximum interval between the completions of two successive successful lease renewals. */
   maxLeaseGapMs: number;
   /** True when no renewal succeeded after the switch, so maxLeaseGapMs runs to the end of the observation and is a lower bound. */
   leaseGapCensored: boolean;
@@ -47,6 +49,7 @@ export function summarizePath(records: readonly RequestRecord[], switchAtMs: num
     failureCauses: {},
     healthyAtSwitch: isHealthyAt(records, switchAtMs),
     recoveryMs: null,
+    disruptionMs: 0,
     maxLeaseGapMs: 0,
     leaseGapCensored: false,
   };
@@ -57,6 +60,7 @@ export function summarizePath(records: readonly RequestRecord[], switchAtMs: num
     if (record.ok === true) continue;
 
     outcome.failed[kind]++;
+    if (record.endedAtMs !== undefined) outcome.disruptionMs = Math.max(outcome.disruptionMs, record.endedAtMs - switchAtMs);
     const cause = record.error ?? (record.status !== undefined ? `status ${record.status}` : 'unfinished');
     outcome.failureCauses[cause] = (outcome.failureCauses[cause] ?? 0) + 1;
   }
@@ -119,6 +123,7 @@ export interface PathSummary {
   notRecovered: number;
   /** Failed requests (GET and PUT) per repetition. */
   failedRequests: Summary & { total: number };
+  disruptionMs: Summary;
   maxLeaseGapMs: Summary;
   /** Requests sent over all repetitions. */
   requests: number;
@@ -135,6 +140,7 @@ export function summarizeRepetitions(outcomes: readonly PathOutcome[]): PathSumm
     recoveryMs: summarize(recovered),
     notRecovered: outcomes.length - recovered.length,
     failedRequests: { ...summarize(failed), total: failed.reduce((sum, count) => sum + count, 0) },
+    disruptionMs: summarize(outcomes.map((outcome) => outcome.disruptionMs)),
     maxLeaseGapMs: summarize(outcomes.map((outcome) => outcome.maxLeaseGapMs)),
     requests: outcomes.reduce((sum, outcome) => sum + outcome.requests.get + outcome.requests.put, 0),
     unhealthyAtSwitch: outcomes.filter((outcome) => !outcome.healthyAtSwitch).length,

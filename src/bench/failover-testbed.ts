@@ -1,7 +1,7 @@
 /**
- * The servers of the failover scenario, started once per run and shared by every path: one fake
- * API server, one fault relay in front of it playing the load balancer, stallguard (in-process)
- * and HAProxy (child process), both sending to the API server through that relay. So a
+ * The servers of the failover scenario, started once per run and shared by every path. One fake
+ * API server sits behind one fault relay, which plays the load balancer. stallguard (in-process)
+ * and HAProxy (child process) both send to the API server through that relay. So a
  * `relay.failover()` silences the open connections of every path at the same moment, HAProxy's
  * and stallguard's included, while new connections, health checks among them, pass.
  */
@@ -12,7 +12,7 @@ import { FakeApiServer } from '../testbed/fake-apiserver.js';
 import { FaultRelay } from '../testbed/fault-relay.js';
 import { createTestPki, type TestPki } from '../testbed/pki.js';
 import { buildConfig } from '../testbed/stack.js';
-import { startHaproxy, type RunningHaproxy } from './haproxy.js';
+import { startHaproxy, type HaproxyOptions, type RunningHaproxy } from './haproxy.js';
 import { LEASE_NAMESPACE } from './kubelet-loop.js';
 import type { ProcessSupervisor } from './processes.js';
 
@@ -26,13 +26,23 @@ export interface FailoverTestbedOptions {
 }
 
 export class FailoverTestbed {
+  #haproxy: RunningHaproxy;
+
   private constructor(
     readonly pki: TestPki,
     readonly server: FakeApiServer,
     readonly relay: FaultRelay,
     readonly stallguard: RunningStallguard,
-    readonly haproxy: RunningHaproxy,
-  ) {}
+    haproxy: RunningHaproxy,
+    private readonly haproxyOptions: HaproxyOptions,
+    private readonly supervisor: ProcessSupervisor,
+  ) {
+    this.#haproxy = haproxy;
+  }
+
+  get haproxy(): RunningHaproxy {
+    return this.#haproxy;
+  }
 
   /** https URL of the relay, which the direct paths use as the balancer address. */
   get balancerUrl(): string {
@@ -59,12 +69,12 @@ export class FailoverTestbed {
   static async start(options: FailoverTestbedOptions): Promise<FailoverTestbed> {
     const pki = await createTestPki(path.join(options.dir, 'pki'));
     const server = new FakeApiServer({ cert: pki.server.certPem, key: pki.server.keyPem, clientCa: pki.ca.certPem });
-    const relay = new FaultRelay({ target: { host: '127.0.0.1', port: 0 } });
+    let relay: FaultRelay | undefined;
     let stallguard: RunningStallguard | undefined;
 
     try {
       await server.listen(0, '127.0.0.1');
-      relay.failover({ host: '127.0.0.1', port: server.port });
+      relay = new FaultRelay({ target: { host: '127.0.0.1', port: server.port } });
       await relay.listen(0, '127.0.0.1');
       for (const name of options.leaseNames) {
         server.putObject('leases', {
@@ -78,17 +88,18 @@ export class FailoverTestbed {
       const config = buildConfig(options.dir, pki, [`https://127.0.0.1:${relay.port}`], {});
       stallguard = await startStallguard(config, pino({ level: 'silent' }));
 
-      const haproxy = await startHaproxy(options.supervisor, {
+      const haproxyOptions: HaproxyOptions = {
         binary: options.haproxyBinary,
         dir: options.dir,
-        frontendPem: pki.server.certPem + pki.server.keyPem,
+        frontendPem: joinPem(pki.server.certPem, pki.server.keyPem),
         backend: { port: relay.port, caPath: pki.ca.certPath, clientPemPath: pki.nodeCombinedPath },
         timeoutServerMs: options.haproxyTimeoutServerMs,
-      });
-      return new FailoverTestbed(pki, server, relay, stallguard, haproxy);
+      };
+      const haproxy = await startHaproxy(options.supervisor, haproxyOptions);
+      return new FailoverTestbed(pki, server, relay, stallguard, haproxy, haproxyOptions, options.supervisor);
     } catch (err) {
       await stallguard?.close();
-      await relay.close();
+      await relay?.close();
       await server.close();
       throw err;
     }
@@ -100,10 +111,21 @@ export class FailoverTestbed {
     return data.values.filter((entry) => entry.labels.reason === 'ping_timeout').reduce((sum, entry) => sum + entry.value, 0);
   }
 
+  /** Replaces HAProxy with a new process on a new port, for a repetition that found it still stuck. */
+  async restartHaproxy(): Promise<void> {
+    await this.#haproxy.stop();
+    this.#haproxy = await startHaproxy(this.supervisor, this.haproxyOptions);
+  }
+
   async close(): Promise<void> {
-    await this.haproxy.stop();
+    await this.#haproxy.stop();
     await this.stallguard.close();
     await this.relay.close();
     await this.server.close();
   }
+}
+
+/** Concatenates PEM blocks, each on its own lines, as HAProxy and nginx read them. */
+export function joinPem(...blocks: string[]): string {
+  return blocks.map((block) => (block.endsWith('\n') ? block : `${block}\n`)).join('');
 }

@@ -25,9 +25,9 @@ export interface HaproxyOptions {
     /** Client certificate and key in one PEM file, presented to the backend. */
     clientPemPath?: string;
   };
-  /** `timeout server`: how long HAProxy waits for the backend to answer one request. */
+  /** `timeout server`: how long HAProxy waits for the backend's response to one request. */
   timeoutServerMs: number;
-  /** The name the process record gets, so several instances can be told apart. */
+  /** Name of the process record, to distinguish several instances. */
   name?: string;
 }
 
@@ -56,10 +56,10 @@ export interface RunningHaproxy {
 }
 
 /**
- * Renders haproxy.cfg. The server line is the one an operator would write for API servers:
- * verified TLS with ALPN h2, a health check every second that marks the server down after two
- * failures and up after one success, and `on-marked-down shutdown-sessions` so that marking it
- * down also closes the connections it holds.
+ * Renders haproxy.cfg. The server line is the one an operator would write for API servers. It
+ * verifies TLS and offers ALPN h2. Its health check runs every second and marks the server down
+ * after two failures and up after one success. `on-marked-down shutdown-sessions` makes marking it
+ * down also close the connections it holds.
  */
 export function renderHaproxyConfig(options: HaproxyOptions, frontendPort: number): string {
   const { backend } = options;
@@ -110,15 +110,21 @@ export async function startHaproxy(supervisor: ProcessSupervisor, options: Hapro
   return { port, process, configPath, serverStat, stop: () => process.stop() };
 }
 
+/** Polls the stats socket until the server is UP; the socket itself may appear a moment after the listener. */
 async function waitForServerUp(serverStat: () => Promise<HaproxyServerStat>, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  let last: HaproxyServerStat | undefined;
+  let last = 'no answer from the stats socket';
   while (Date.now() < deadline) {
-    last = await serverStat();
-    if (last.status === 'UP') return;
+    try {
+      const stat = await serverStat();
+      if (stat.status === 'UP') return;
+      last = `status ${stat.status}, check ${stat.checkStatus}`;
+    } catch (err) {
+      last = (err as Error).message;
+    }
     await sleep(100);
   }
-  throw new Error(`the backend server was not UP within ${timeoutMs}ms (status ${last?.status}, check ${last?.checkStatus})`);
+  throw new Error(`the backend server was not UP within ${timeoutMs}ms (last: ${last})`);
 }
 
 /** Sends `show stat` to the stats socket and returns the row of backend server "api". */
@@ -157,7 +163,7 @@ function statsCommand(socketPath: string, command: string): Promise<string> {
     const socket = net.connect({ path: socketPath });
     let output = '';
     socket.setEncoding('utf8');
-    socket.setTimeout(2000, () => socket.destroy(new Error(`stats socket ${socketPath} did not answer "${command}" within 2000ms`)));
+    socket.setTimeout(2000, () => socket.destroy(new Error(`stats socket ${socketPath} sent no response to "${command}" within 2000ms`)));
     socket.on('data', (chunk: string) => (output += chunk));
     socket.once('error', reject);
     socket.once('close', () => resolve(output));

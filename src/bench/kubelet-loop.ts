@@ -93,7 +93,7 @@ export class KubeletLoop {
 }
 
 /**
- * The Lease a kubelet renews. The PUT is unconditional (no resourceVersion), because renewals of
+ * Builds the Lease a kubelet renews. The PUT is unconditional (no resourceVersion), because renewals of
  * overlapping ticks would otherwise conflict with each other. Kubelet sends the resourceVersion it
  * last read and re-reads the Lease on a conflict.
  */

@@ -5,8 +5,8 @@ import { sleep } from './abort.js';
 /**
  * Returns a TCP port on 127.0.0.1 that was free a moment ago: the kernel picks it for a listener
  * that is closed at once.
- * NOTE: another process can take the port before the caller binds it; the caller's start then
- * fails with EADDRINUSE and the error says so.
+ * NOTE: another process can take the port before the caller binds it. The caller's start then
+ * fails with EADDRINUSE, and its error message names the port.
  */
 export async function reserveLoopbackPort(): Promise<number> {
   const server = net.createServer();

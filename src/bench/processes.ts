@@ -5,12 +5,17 @@
  * Invariant: every child started here is either still in `running` or has an exit status in its
  * record. `stopAll()` ends the running ones (SIGTERM, then SIGKILL after a grace period), and
  * `killAllSync()` is the last resort for a process 'exit' handler, where nothing can be awaited.
+ *
+ * Each child leads its own process group and signals go to the whole group, because nginx's
+ * master forks a worker that outlives a master killed with SIGKILL. A terminal's Ctrl-C then no
+ * longer reaches the children directly; the runner's SIGINT handler stops them instead.
+ * NOTE: a runner killed with SIGKILL cannot stop anything, so its children keep running.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Logger } from 'pino';
 import { ChildProcessError } from './errors.js';
 
-/** What the result file records about one child process. */
+/** The result file's record of one child process. */
 export interface ProcessRecord {
   name: string;
   pid: number | undefined;
@@ -36,6 +41,8 @@ export class ManagedProcess {
   readonly exited: Promise<ExitStatus>;
   #stdout = '';
   #stderr = '';
+  /** True once stop() sent the final SIGKILL to the group after the leader exited. */
+  #swept = false;
 
   constructor(
     readonly name: string,
@@ -84,26 +91,43 @@ export class ManagedProcess {
     return this.#stdout;
   }
 
-  /** The retained stdout and stderr, for error messages. */
+  /** Returns the retained stdout and stderr, for error messages. */
   output(): string {
     return `${this.#stdout}${this.#stderr}`;
   }
 
-  /** Sends SIGTERM, then SIGKILL if the process is still running after `graceMs`. */
+  /**
+   * Sends SIGTERM to the process group, then SIGKILL if the leader is still running after
+   * `graceMs`, and finally SIGKILL to whatever is left of the group.
+   */
   async stop(graceMs = 3000): Promise<void> {
-    if (!this.running) return;
-
-    this.child.kill('SIGTERM');
-    const timer = setTimeout(() => {
-      if (this.running) this.child.kill('SIGKILL');
-    }, graceMs);
-    await this.exited;
-    clearTimeout(timer);
+    if (this.#swept) return;
+    if (this.running) {
+      this.#signalGroup('SIGTERM');
+      const timer = setTimeout(() => {
+        if (this.running) this.#signalGroup('SIGKILL');
+      }, graceMs);
+      await this.exited;
+      clearTimeout(timer);
+    }
+    // The group id cannot be reused while a member is alive, so this reaches only our leftovers.
+    this.#signalGroup('SIGKILL');
+    this.#swept = true;
   }
 
-  /** Sends SIGKILL without waiting; for exit handlers. */
+  /** Sends SIGKILL to the process group of a running leader without waiting; for exit handlers. */
   killNow(): void {
-    if (this.running) this.child.kill('SIGKILL');
+    if (this.running) this.#signalGroup('SIGKILL');
+  }
+
+  #signalGroup(signal: NodeJS.Signals): void {
+    if (this.child.pid === undefined) return;
+    try {
+      process.kill(-this.child.pid, signal);
+    } catch (err) {
+      // ESRCH: the group has no member left.
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+    }
   }
 
   private markEnded(code: number | null, signal: NodeJS.Signals | null): void {
@@ -120,22 +144,23 @@ export class ProcessSupervisor {
 
   /** Every process started so far, in start order, with its exit status when it ended. */
   get records(): ProcessRecord[] {
-    return this.#processes.map((process) => ({ ...process.record }));
+    return this.#processes.map((managed) => ({ ...managed.record }));
   }
 
   get running(): ManagedProcess[] {
-    return this.#processes.filter((process) => process.running);
+    return this.#processes.filter((managed) => managed.running);
   }
 
   /** Starts a long-running process with stdin closed and its output retained. */
   start(name: string, command: string, args: string[], options: { cwd?: string } = {}): ManagedProcess {
-    const child = spawn(command, args, { cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-    const process = new ManagedProcess(name, child, command, args);
-    this.#processes.push(process);
+    const child = spawn(command, args, { cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const managed = new ManagedProcess(name, child, command, args);
+    this.#processes.push(managed);
 
-    this.log.info({ process: name, pid: child.pid, command }, 'child process started');
-    void process.exited.then((status) => this.log.info({ process: name, pid: child.pid, ...status }, 'child process ended'));
-    return process;
+    // Arguments are paths and counts, never secrets, so they are logged whole.
+    this.log.info({ process: name, pid: child.pid, command, args }, 'child process started');
+    void managed.exited.then((status) => this.log.info({ process: name, pid: child.pid, ...status }, 'child process ended'));
+    return managed;
   }
 
   /**
@@ -143,33 +168,39 @@ export class ProcessSupervisor {
    * non-zero exit, and kills the process when `signal` aborts.
    */
   async run(name: string, command: string, args: string[], signal?: AbortSignal): Promise<string> {
-    const process = this.start(name, command, args);
-    const onAbort = () => void process.stop(1000);
+    const managed = this.start(name, command, args);
+    const onAbort = () => void managed.stop(1000);
     signal?.addEventListener('abort', onAbort, { once: true });
 
     try {
-      const status = await process.exited;
+      const status = await managed.exited;
       if (status.code !== 0) {
-        const how = status.signal !== null ? `was ended by ${status.signal}` : status.code === null ? 'could not be started' : `exited with status ${status.code}`;
-        throw new ChildProcessError(name, how, process.output());
+        throw new ChildProcessError(name, describeExit(status), managed.output());
       }
-      return process.stdout;
+      return managed.stdout;
     } finally {
       signal?.removeEventListener('abort', onAbort);
+      await managed.stop();
     }
   }
 
-  /** Stops every running process and waits until each has exited. */
+  /** Stops every process group started here and waits until each leader has exited. */
   async stopAll(graceMs = 3000): Promise<void> {
-    await Promise.all(this.running.map((process) => process.stop(graceMs)));
+    await Promise.all(this.#processes.map((managed) => managed.stop(graceMs)));
   }
 
-  /** SIGKILLs every running process synchronously; for a process 'exit' handler. */
+  /** SIGKILLs the process group of every process started, synchronously; for a process 'exit' handler. */
   killAllSync(): void {
-    for (const process of this.running) process.killNow();
+    for (const managed of this.#processes) managed.killNow();
   }
 }
 
 function keepTail(text: string): string {
   return text.length > OUTPUT_LIMIT_BYTES ? text.slice(text.length - OUTPUT_LIMIT_BYTES) : text;
+}
+
+function describeExit(status: ExitStatus): string {
+  if (status.signal !== null) return `was ended by ${status.signal}`;
+  if (status.code === null) return 'could not be started';
+  return `exited with status ${status.code}`;
 }

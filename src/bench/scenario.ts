@@ -16,7 +16,7 @@ export interface ScenarioContext {
   dir: string;
 }
 
-/** What a scenario returns: its parameters, raw figures and summary, stored in the result file as they are. */
+/** A scenario's result: its parameters, raw figures and summary, stored in the result file as they are. */
 export interface ScenarioReport {
   parameters: Record<string, unknown>;
   /** Checks that hold whatever the machine's speed; the runner fails the run when one is false. */

@@ -1,8 +1,8 @@
 /**
- * A client that behaves like client-go's HTTP/2 transport with its defaults: when nothing was read
- * on the connection for readIdleTimeout (30 s) it sends a PING, and when no ACK arrives within
- * pingTimeout (15 s) it closes the connection, which fails the requests on it, so the next request
- * dials. A request that times out does not close the connection. Source of the defaults:
+ * A client that behaves like client-go's HTTP/2 transport with its defaults. When nothing was read
+ * on the connection for readIdleTimeout (30 s), it sends a PING. When no ACK arrives within
+ * pingTimeout (15 s), it closes the connection, which fails the requests on it, so the next
+ * request dials. A request that times out does not close the connection. Source of the defaults:
  * readIdleTimeoutSeconds() and pingTimeoutSeconds() in k8s.io/apimachinery pkg/util/net/http.go,
  * overridable there with HTTP2_READ_IDLE_TIMEOUT_SECONDS and HTTP2_PING_TIMEOUT_SECONDS.
  *
@@ -10,7 +10,7 @@
  * the PING goes out up to that much later than Go's timer would send it.
  */
 import type http2 from 'node:http2';
-import { h2Request } from '../../testbed/client.js';
+import { sendOnSession } from './response.js';
 import { SessionHolder } from './session-holder.js';
 import type { BenchClient, ClientCounters, ClientRequest, ClientResponse, ClientTls } from './types.js';
 
@@ -40,7 +40,7 @@ export class GoLikeClient implements BenchClient {
   async send(request: ClientRequest & { timeoutMs: number }): Promise<ClientResponse> {
     const deadline = Date.now() + request.timeoutMs;
     const session = await this.#holder.get(request.timeoutMs);
-    return h2Request(session, { ...request, timeoutMs: Math.max(1, deadline - Date.now()) });
+    return sendOnSession(session, { ...request, timeoutMs: Math.max(1, deadline - Date.now()) });
   }
 
   close(): void {
@@ -93,10 +93,9 @@ export class GoLikeClient implements BenchClient {
         resolve();
       }, this.health.pingTimeoutMs);
 
-      const sent = session.ping((err) => {
+      // The callback also runs, with an error, when the session closes first; its requests have failed then.
+      const sent = session.ping(() => {
         clearTimeout(timer);
-        // An error here means the session closed first; its requests have failed already.
-        void err;
         resolve();
       });
       if (!sent) {

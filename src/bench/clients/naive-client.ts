@@ -7,7 +7,7 @@
  * stuck here until the kernel gave up on the connection, because the fault relay keeps stranded
  * connections open.
  */
-import { h2Request } from '../../testbed/client.js';
+import { sendOnSession } from './response.js';
 import { SessionHolder } from './session-holder.js';
 import type { BenchClient, ClientCounters, ClientRequest, ClientResponse, ClientTls } from './types.js';
 
@@ -24,7 +24,7 @@ export class NaiveClient implements BenchClient {
     const session = await this.#holder.get(request.timeoutMs);
 
     try {
-      return await h2Request(session, { ...request, timeoutMs: Math.max(1, deadline - Date.now()) });
+      return await sendOnSession(session, { ...request, timeoutMs: Math.max(1, deadline - Date.now()) });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ETIMEDOUT') this.#holder.drop(session);
       throw err;
