@@ -88,6 +88,16 @@ describe('proxy core', () => {
     expect(response.trailers['x-echo-bytes']).toBe('5');
   });
 
+  it('serves 400 concurrent streams on one connection', async () => {
+    // HEADERS and DATA often arrive in one read; the body must never overtake the headers.
+    const responses = await Promise.all(
+      Array.from({ length: 400 }, () => h2Request(session, { path: '/testbed/bytes?n=12000' })),
+    );
+
+    expect(responses.map((response) => response.status)).toEqual(Array(400).fill(200));
+    expect(responses.every((response) => response.body.length === 12000)).toBe(true);
+  });
+
   it('never lets the client authority pick the upstream', async () => {
     const response = await h2Request(session, { path: '/api/v1/nodes/n1', headers: { ':authority': '192.0.2.1:6443' } });
 

@@ -83,6 +83,19 @@ describe('PING deadline against a raw HTTP/2 peer', () => {
   });
 });
 
+describe('response framing', () => {
+  it('keeps headers before a body that arrives in the same read', async () => {
+    const { stallguard, pki } = await start({ pingMode: 'ack' });
+    const client = await connectH2(`https://${stallguard.addresses.listen}`, { ca: pki.ca.certPem, cert: pki.node.certPem, key: pki.node.keyPem });
+
+    const responses = await Promise.all(Array.from({ length: 300 }, () => h2Request(client, { path: '/api/v1/nodes/n1', timeoutMs: 5000 })));
+    client.close();
+
+    expect(responses.map((response) => response.status)).toEqual(Array(300).fill(200));
+    expect(responses.every((response) => response.headers['content-type'] === 'application/json')).toBe(true);
+  });
+});
+
 describe('client cancellation', () => {
   it('cancels the upstream stream when the client resets its own', async () => {
     const { stallguard, peer, pki } = await start({ pingMode: 'ack', requests: 'hang' });

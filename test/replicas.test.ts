@@ -79,6 +79,18 @@ describe('several replicas', () => {
     await waitFor(() => stateOf(stack, 2) === 'ready', 2000, 'replica 2 ready again');
   });
 
+  it('readmits a probe-ejected replica whose session died meanwhile', async () => {
+    const { stack } = await startReplicas({ health: { readyIntervalMs: 300 } });
+
+    stack.servers[2]!.setReady(false);
+    await waitFor(() => stateOf(stack, 2) === 'ejected', 2000, 'replica 2 ejected for its readiness probe');
+    stack.relays[2]!.reset();
+    await sleep(500);
+    stack.servers[2]!.setReady(true);
+
+    await waitFor(() => stateOf(stack, 2) === 'ready', 3000, 'replica 2 ready again');
+  });
+
   it('never ejects the last ready replica for its probe alone', async () => {
     const { stack, client } = await startReplicas({ health: { readyIntervalMs: 300 } });
     for (const server of stack.servers) server.setReady(false);

@@ -90,6 +90,28 @@ describe('stall detection', () => {
     expect(stack.servers[0]!.requests.filter((r) => r.method === 'PATCH').length).toBe(1);
   });
 
+  it('sends no write after its client left', async () => {
+    const { stack, client } = await startBalancerStack();
+    await sleep(400);
+
+    // The PUT waits for a PING on the stale session, then for a slow new session; the client gives
+    // up first, and the write must not reach the server afterwards.
+    stack.relays[0]!.failover();
+    stack.relays[0]!.delay(300);
+    const lease = '/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/gone-client';
+    const outcome = await h2Request(client, {
+      method: 'PUT',
+      path: lease,
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name: 'gone-client', namespace: 'kube-node-lease' } }),
+      timeoutMs: 1200,
+    }).catch((err: Error) => err);
+    await sleep(3000);
+
+    expect(outcome).toBeInstanceOf(Error);
+    expect(stack.servers[0]!.requests.filter((r) => r.method === 'PUT')).toHaveLength(0);
+  });
+
   it('fails a POST cut in flight with a Status error and never resends it', async () => {
     const { stack, client } = await startBalancerStack();
     stack.servers[0]!.hang('/api/v1/namespaces/default/configmaps');

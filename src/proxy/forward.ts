@@ -3,6 +3,7 @@ import http2 from 'node:http2';
 import type { Logger } from 'pino';
 import { describeError, NoReadyEndpointError, StallguardError } from '../errors.js';
 import { Metrics, statusClass } from '../metrics/metrics.js';
+import type { IdentityHeaders } from '../downstream/identity-headers.js';
 import type { UpstreamIdentity } from '../upstream/identity.js';
 import type { UpstreamPool } from '../upstream/pool.js';
 import type { EvictionReason, StreamTenant, UpstreamSession } from '../upstream/session.js';
@@ -59,6 +60,7 @@ export class ForwardedRequest {
   readonly #req: DownstreamRequest;
   readonly #res: DownstreamResponse;
   readonly #identity: UpstreamIdentity;
+  readonly #identityHeaders: IdentityHeaders | undefined;
   readonly #method: string;
   readonly #path: string;
   readonly #watch: boolean;
@@ -71,13 +73,15 @@ export class ForwardedRequest {
   #responseStarted = false;
   #endpoint = 'none';
   #shutdown429Retried = false;
+  #watchOpen = false;
   readonly #avoid = new Set<string>();
 
-  constructor(ctx: ForwardContext, req: DownstreamRequest, res: DownstreamResponse, identity: UpstreamIdentity) {
+  constructor(ctx: ForwardContext, req: DownstreamRequest, res: DownstreamResponse, identity: UpstreamIdentity, identityHeaders?: IdentityHeaders) {
     this.#ctx = ctx;
     this.#req = req;
     this.#res = res;
     this.#identity = identity;
+    this.#identityHeaders = identityHeaders;
     this.#method = req.method ?? 'GET';
     this.#path = req.url ?? '/';
     this.#watch = isWatch(this.#path);
@@ -128,6 +132,10 @@ export class ForwardedRequest {
           continue;
         }
       }
+
+      // The client may have left while a session was found or PINGed: send nothing then, above
+      // all not a write that nobody waits for.
+      if (this.#clientGone) return;
 
       this.#tried.add(session);
       this.#endpoint = session.endpoint.id;
@@ -271,9 +279,7 @@ export class ForwardedRequest {
         },
         onRetire: () => {
           if (!this.#watch || !this.#responseStarted || settled) return;
-          this.#ctx.watches.delete(this);
-          this.#ctx.metrics.activeWatches.dec();
-          this.#ctx.metrics.watchesEnded.inc({ reason: 'retired' });
+          this.#watchEnded('retired');
           this.#res.end();
           stream?.close(NGHTTP2_CANCEL);
           settle({ kind: 'done' });
@@ -287,7 +293,7 @@ export class ForwardedRequest {
         },
       };
 
-      const headers = upstreamRequestHeaders(this.#method, this.#path, this.#req.headers, session.endpoint.authority);
+      const headers = upstreamRequestHeaders(this.#method, this.#path, this.#req.headers, session.endpoint.authority, this.#identityHeaders);
       try {
         // With a body, the stream waits for trailers so the client's request trailers can follow.
         stream = session.openStream(tenant, headers, { endStream: this.#body === undefined, waitForTrailers: this.#body !== undefined });
@@ -300,6 +306,22 @@ export class ForwardedRequest {
         // The outcome is decided on 'close' from the RST code; an error listener keeps a stream
         // error from becoming an uncaught exception.
       });
+
+      const onData = (chunk: Buffer) => {
+        session.noteRead();
+        bytesRelayed += chunk.length;
+        if (settled || this.#clientGone) return;
+        if (held429 !== undefined) {
+          held429.push(chunk);
+          if (bytesRelayed > HELD_429_MAX_BYTES) releaseHeld429();
+          return;
+        }
+        sendHead();
+        if (!(this.#res as http.ServerResponse).write(chunk)) {
+          stream!.pause();
+          this.#res.once('drain', () => stream!.resume());
+        }
+      };
 
       stream.on('response', (upstreamHeaders) => {
         if (settled || this.#clientGone) return;
@@ -322,31 +344,18 @@ export class ForwardedRequest {
         if (this.#watch) {
           // A watch's headers must reach the client before its first event, which may be minutes away.
           sendHead();
-          this.#ctx.watches.add(this, () => {
+          this.#watchStarted(session.endpoint.id, () => {
             this.#endWatchForShutdown();
             stream!.close(NGHTTP2_CANCEL);
             settle({ kind: 'done' });
           });
-          this.#ctx.metrics.activeWatches.inc();
         } else {
           this.#ctx.metrics.requestDuration.observe({ method: this.#method }, (Date.now() - this.#startedAt) / 1000);
         }
-      });
 
-      stream.on('data', (chunk: Buffer) => {
-        session.noteRead();
-        bytesRelayed += chunk.length;
-        if (settled || this.#clientGone) return;
-        if (held429 !== undefined) {
-          held429.push(chunk);
-          if (bytesRelayed > HELD_429_MAX_BYTES) releaseHeld429();
-          return;
-        }
-        sendHead();
-        if (!(this.#res as http.ServerResponse).write(chunk)) {
-          stream!.pause();
-          this.#res.once('drain', () => stream!.resume());
-        }
+        // 'response' is emitted on the next tick after the HEADERS frame, so a DATA frame read in
+        // the same batch could overtake it: the body is read only from here on.
+        stream!.on('data', onData);
       });
 
       stream.on('trailers', (trailers) => {
@@ -403,7 +412,7 @@ export class ForwardedRequest {
       this.#res.once('close', () => {
         if (!settled && this.#clientGone) {
           stream!.close(NGHTTP2_CANCEL);
-          if (this.#watch) this.#ctx.metrics.watchesEnded.inc({ reason: 'client' });
+          this.#watchEnded('client');
           settle({ kind: 'done' });
         }
       });
@@ -418,11 +427,7 @@ export class ForwardedRequest {
 
   /** The server ended the response: end it for the client, watches included. */
   #finishResponse(): void {
-    if (this.#watch) {
-      this.#ctx.watches.delete(this);
-      this.#ctx.metrics.activeWatches.dec();
-      this.#ctx.metrics.watchesEnded.inc({ reason: 'upstream' });
-    }
+    this.#watchEnded('upstream');
     this.#res.end();
   }
 
@@ -433,9 +438,7 @@ export class ForwardedRequest {
    */
   #endStartedResponse(reason: string): void {
     if (this.#watch) {
-      this.#ctx.watches.delete(this);
-      this.#ctx.metrics.activeWatches.dec();
-      this.#ctx.metrics.watchesEnded.inc({ reason: 'session_lost' });
+      this.#watchEnded('session_lost');
       this.#ctx.log.info({ endpoint: this.#endpoint, reason }, 'watch ended');
       this.#res.end();
       return;
@@ -447,10 +450,25 @@ export class ForwardedRequest {
   /** Ends an open watch during shutdown; the client re-watches elsewhere. */
   readonly #endWatchForShutdown = (): void => {
     if (this.#res.writableEnded) return;
-    this.#ctx.metrics.activeWatches.dec();
-    this.#ctx.metrics.watchesEnded.inc({ reason: 'shutdown' });
+    this.#watchEnded('shutdown');
     this.#res.end();
   };
+
+  /** Registers an open watch once its response started, so shutdown can end it and /state count it. */
+  #watchStarted(endpointId: string, end: () => void): void {
+    this.#watchOpen = true;
+    this.#ctx.watches.add(this, end, endpointId);
+    this.#ctx.metrics.activeWatches.inc();
+  }
+
+  /** Counts the end of an open watch, once, whichever way it ended. */
+  #watchEnded(reason: 'upstream' | 'client' | 'session_lost' | 'retired' | 'shutdown'): void {
+    if (!this.#watchOpen) return;
+    this.#watchOpen = false;
+    this.#ctx.watches.delete(this);
+    this.#ctx.metrics.activeWatches.dec();
+    this.#ctx.metrics.watchesEnded.inc({ reason });
+  }
 
   #reply(status: number, reason: StatusReason, message: string, retryAfterSeconds?: number): void {
     if (this.#clientGone) return;

@@ -74,7 +74,7 @@ export function h2Request(session: http2.ClientHttp2Session, request: ClientRequ
     });
     stream.on('close', () => {
       clearTimeout(timer);
-      if (ended && stream.rstCode === http2.constants.NGHTTP2_NO_ERROR) resolve({ status, headers, body: Buffer.concat(chunks), trailers });
+      if (ended && status !== 0 && stream.rstCode === http2.constants.NGHTTP2_NO_ERROR) resolve({ status, headers, body: Buffer.concat(chunks), trailers });
       else reject(Object.assign(new Error(`stream closed with RST code ${stream.rstCode} before the response ended`), { code: 'ERR_STREAM_RESET', rstCode: stream.rstCode }));
     });
 

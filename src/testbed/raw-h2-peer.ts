@@ -114,8 +114,10 @@ export class RawH2Peer {
     if (type === FRAME_HEADERS) {
       this.requestsReceived++;
       if ((this.#options.requests ?? 'respond') === 'hang') return;
-      socket.write(frame(FRAME_HEADERS, FLAG_END_HEADERS, streamId, responseHeaderBlock()));
-      socket.write(frame(FRAME_DATA, FLAG_END_STREAM, streamId, Buffer.from('{"kind":"Status","status":"Success"}')));
+      // HEADERS and DATA in one write, so they arrive in one TLS record: the receiver must not let
+      // the body overtake the headers.
+      const body = Buffer.from('{"kind":"Status","status":"Success"}');
+      socket.write(Buffer.concat([frame(FRAME_HEADERS, FLAG_END_HEADERS, streamId, responseHeaderBlock()), frame(FRAME_DATA, FLAG_END_STREAM, streamId, body)]));
     }
   }
 }

@@ -610,8 +610,17 @@ export class UpstreamPool {
   }
 
   async #probe(entry: EndpointEntry): Promise<void> {
+    if (this.#closed || entry.removed) return;
     const sessions = entry.allSessions().filter((session) => session.available);
-    if (sessions.length === 0 || this.#closed) return;
+    if (sessions.length === 0) {
+      // An endpoint ejected for its probe is readmitted only by a passing probe, which needs a
+      // session: one is dialled for it (it stays ejected meanwhile), at most once per interval.
+      if (entry.health.ejectedForProbe) {
+        this.#dialInBackground(entry, entry.group(this.#options.warmIdentity));
+        this.#scheduleProbe(entry);
+      }
+      return;
+    }
 
     const preferred = sessions.find((session) => session.identity === this.#options.warmIdentity) ?? sessions[0]!;
     const result = await probeReadiness(preferred, this.#options.health.readyPath, this.#options.connectTimeoutMs);

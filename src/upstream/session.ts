@@ -231,8 +231,10 @@ export class UpstreamSession {
   #attachListeners(): void {
     const h2 = this.#h2;
 
-    h2.on('error', (err) => {
-      this.evict('error', new SessionClosedError(this.endpoint.id, 'session error', err));
+    h2.on('error', (err: NodeJS.ErrnoException) => {
+      // A TCP reset reaches the session as an ECONNRESET (or EPIPE on write) error.
+      const reason = err.code === 'ECONNRESET' || err.code === 'EPIPE' ? 'reset' : 'error';
+      this.evict(reason, new SessionClosedError(this.endpoint.id, 'session error', err));
     });
 
     // EOF without a GOAWAY means the peer, or a middlebox, half-closed the connection: nothing
