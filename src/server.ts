@@ -6,19 +6,25 @@ import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { Config } from './config/types.js';
-import { admitRequest } from './downstream/admission.js';
+import { EndpointDiscovery, type DiscoveryTuning } from './discovery/endpoint-discovery.js';
+import { admitRequest, type Admission, type AdmissionPolicy } from './downstream/admission.js';
+import { IdentityHeaderNames, type IdentityHeaders } from './downstream/identity-headers.js';
 import { createPlaintextListener } from './downstream/plaintext-listener.js';
 import { createTlsListener, type RequestHandlers } from './downstream/tls-listener.js';
 import { describeError, NoReadyEndpointError } from './errors.js';
+import { redactConfig } from './config/redact.js';
+import { describeCertificateFiles, type CertificateSource, type LoadedCertificate } from './metrics/certificates.js';
+import { dialFailureEvictionReason } from './metrics/labels.js';
 import { Metrics } from './metrics/metrics.js';
 import { createMetricsServer } from './metrics/server.js';
+import { buildStateDocument, describeNotReady } from './metrics/state.js';
 import { ForwardedRequest, type ForwardContext } from './proxy/forward.js';
 import { rejectUpgrade, relayUpgrade, TunnelRegistry } from './proxy/upgrade.js';
 import { sendStatus } from './proxy/respond.js';
 import { WatchRegistry } from './proxy/watch-registry.js';
-import { ensureLocalServingMaterial } from './tls/local-ca.js';
-import { loadUpstreamTlsMaterial } from './tls/upstream-material.js';
-import { parseEndpoint } from './upstream/endpoint.js';
+import { ensureLocalServingMaterial, type LocalServingMaterial } from './tls/local-ca.js';
+import { UpstreamTlsReloader } from './tls/reloader.js';
+import { ServingCertificateRenewer } from './tls/serving-renewal.js';
 import { UpstreamPool } from './upstream/pool.js';
 import { VERSION } from './version.js';
 
@@ -28,6 +34,8 @@ export interface RunningStallguard {
   addresses: { listen: string; plaintext?: string; metrics: string };
   pool: UpstreamPool;
   metrics: Metrics;
+  /** The upstream TLS material in use, reloaded when its files change. */
+  tlsReloader: UpstreamTlsReloader;
   /**
    * Shuts down in order: stop accepting, end watch streams cleanly, let in-flight requests finish
    * up to shutdown.drainTimeout, then close every session and connection.
@@ -35,27 +43,69 @@ export interface RunningStallguard {
   close(): Promise<void>;
 }
 
-export async function startStallguard(config: Config, logger: Logger): Promise<RunningStallguard> {
+/** Timer settings that tests shorten; production uses the defaults. */
+export interface StartOptions {
+  /** Time between two checks of the upstream TLS files; 5 s unless given. */
+  tlsPollIntervalMs?: number;
+  /** Time between two renewal checks of the generated serving certificate; one day unless given. */
+  servingRenewalIntervalMs?: number;
+  /** Endpoint discovery internals: the DNS lookup function, debounce and retry timings. */
+  discovery?: Partial<DiscoveryTuning>;
+}
+
+export async function startStallguard(config: Config, logger: Logger, options: StartOptions = {}): Promise<RunningStallguard> {
   const log = logger;
+  const startedAt = new Date();
   const metrics = new Metrics(VERSION);
   const watches = new WatchRegistry();
   const tunnels = new TunnelRegistry();
-  const upstreamTls = loadUpstreamTlsMaterial(config.upstream.tls);
-  const endpoints = config.upstream.endpoints.map((raw) => parseEndpoint(raw, config.upstream.tls.serverName));
+  const tlsReloader = new UpstreamTlsReloader({
+    tls: config.upstream.tls,
+    log: log.child({ component: 'tls' }),
+    pollIntervalMs: options.tlsPollIntervalMs,
+    onMaterial: (material) => {
+      pool.setTlsMaterial(material);
+      onUpstreamTlsReloaded();
+    },
+    onReload: (outcome) => metrics.tlsReloads.inc({ outcome: outcome === 'success' ? 'success' : 'failure' }),
+  });
+  const upstreamTls = tlsReloader.current();
+  const discovery = await EndpointDiscovery.prepare(config, log.child({ component: 'discovery' }), options.discovery);
+  const endpoints = discovery.initialEndpoints;
+  metrics.declareEndpoints(endpoints.map((endpoint) => endpoint.id));
+  metrics.setConfiguredTimeouts({
+    pingIntervalMs: config.health.pingIntervalMs,
+    pingTimeoutMs: config.health.pingTimeoutMs,
+    connectTimeoutMs: config.upstream.connectTimeoutMs,
+  });
 
   if (config.upstream.tls.insecureSkipVerify) {
     log.warn('upstream.tls.insecureSkipVerify is set: API-server certificates are not verified');
   }
+  if (config.listen.allowAnonymous) {
+    log.warn('listen.allowAnonymous is set: requests without a client certificate or a bearer token are admitted');
+  }
+  log.info({ identity: config.upstream.identity }, 'upstream identity mode');
 
+  const admission: AdmissionPolicy = {
+    allowAnonymous: config.listen.allowAnonymous,
+    mode: config.upstream.identity,
+    upstreamSubject: () => tlsReloader.clientSubject(),
+    headers: new IdentityHeaderNames(config.upstream.frontProxy),
+  };
+  const rejectReason = (rejection: Extract<Admission, { admitted: false }>) => (rejection.status === 401 ? 'unauthenticated' : 'forbidden');
+
+  const warmIdentity = upstreamTls.cert !== undefined ? 'client-cert' : 'anonymous';
   const pool = new UpstreamPool({
     endpoints,
+    fallbackEndpoints: discovery.fallbackEndpoints,
     tls: upstreamTls,
     connectTimeoutMs: config.upstream.connectTimeoutMs,
     backoff: config.upstream.reconnectBackoff,
     health: config.health,
     maxSessionsPerEndpoint: config.upstream.maxSessionsPerEndpoint,
     warmEndpoints: config.upstream.warmEndpoints,
-    warmIdentity: upstreamTls.cert !== undefined ? 'client-cert' : 'anonymous',
+    warmIdentity,
     log: log.child({ component: 'pool' }),
     hooks: {
       onSessionState: (session, _from, to, reason) => {
@@ -68,9 +118,19 @@ export async function startStallguard(config: Config, logger: Logger): Promise<R
         metrics.pings.inc({ endpoint: session.endpoint.id, outcome });
         if (outcome === 'ack') metrics.pingRtt.observe({ endpoint: session.endpoint.id }, rttMs / 1000);
       },
-      onDialFailure: (endpoint, err) => metrics.dialFailures.inc({ endpoint: endpoint.id, code: err.code }),
+      onDialFailure: (endpoint, err) => {
+        metrics.dialFailures.inc({ endpoint: endpoint.id, code: err.code });
+        const reason = dialFailureEvictionReason(err.code);
+        if (reason !== undefined) metrics.sessionsEvicted.inc({ endpoint: endpoint.id, reason });
+      },
+      onEndpointState: (endpoint, _from, to) => {
+        // Endpoints may be added at run time; their counters start at 0 like the configured ones.
+        metrics.declareEndpoints([endpoint.id]);
+        metrics.endpointTransitions.inc({ endpoint: endpoint.id, to });
+      },
     },
   });
+  metrics.observeEndpoints(() => pool.snapshot());
 
   const inflight = { count: 0 };
   const forwardContext: ForwardContext = {
@@ -88,47 +148,49 @@ export async function startStallguard(config: Config, logger: Logger): Promise<R
 
   const handlers: RequestHandlers = {
     onRequest(req, res, socket) {
-      const admission = admitRequest(req.headers, socket, config.listen.allowAnonymous);
-      if (!admission.admitted) {
-        metrics.rejected.inc({ reason: 'unauthenticated' });
-        sendStatus(res, 401, 'Unauthorized', admission.message);
+      const admitted = admitRequest(req.headers, socket, admission);
+      if (!admitted.admitted) {
+        metrics.rejected.inc({ reason: rejectReason(admitted) });
+        sendStatus(res, admitted.status, admitted.reason, admitted.message);
         return;
       }
 
       inflight.count++;
-      new ForwardedRequest(forwardContext, req, res, admission.identity).run().finally(() => {
+      new ForwardedRequest(forwardContext, req, res, admitted.identity, admitted.identityHeaders).run().finally(() => {
         inflight.count--;
       });
     },
 
     onUpgrade(req, socket, head) {
       socket.on('error', () => socket.destroy());
-      const admission = admitRequest(req.headers, socket as TLSSocket, config.listen.allowAnonymous);
-      if (!admission.admitted) {
-        metrics.rejected.inc({ reason: 'unauthenticated' });
-        rejectUpgrade(socket, 401, admission.message);
+      const admitted = admitRequest(req.headers, socket as TLSSocket, admission);
+      if (!admitted.admitted) {
+        metrics.rejected.inc({ reason: rejectReason(admitted) });
+        rejectUpgrade(socket, admitted.status, admitted.message);
         return;
       }
 
-      openTunnel(req, socket, head, admission.identity);
+      openTunnel(req, socket, head, admitted.identity, admitted.identityHeaders);
     },
   };
 
   // Upgrades get their own HTTP/1.1 connection, sent to an endpoint that holds a healthy session.
-  const openTunnel = (req: http.IncomingMessage, socket: Duplex, head: Buffer, identity: 'client-cert' | 'anonymous') => {
+  const openTunnel = (req: http.IncomingMessage, socket: Duplex, head: Buffer, identity: 'client-cert' | 'anonymous', identityHeaders: IdentityHeaders) => {
     pool
       .acquire({ identity, exclude: new Set(), deadline: Date.now() + config.upstream.connectTimeoutMs })
       .then((session) => {
         relayUpgrade(req, socket, head, {
           endpoint: session.endpoint,
           identity,
-          tls: upstreamTls,
+          identityHeaders,
+          tls: tlsReloader.current(),
           connectTimeoutMs: config.upstream.connectTimeoutMs,
           log,
           tunnels,
         });
       })
       .catch((err: unknown) => {
+        if (err instanceof NoReadyEndpointError) metrics.rejected.inc({ reason: 'no_endpoint' });
         const message = err instanceof NoReadyEndpointError ? err.message : `upgrade failed: ${describeError(err)}`;
         rejectUpgrade(socket, 503, message);
       });
@@ -136,15 +198,65 @@ export async function startStallguard(config: Config, logger: Logger): Promise<R
 
   const listenTls = await localServingMaterial(config, log);
   const clientCaPath = config.listen.tls.clientCA !== '' ? config.listen.tls.clientCA : config.upstream.tls.ca;
+  // With no listen.tls.clientCA, local clients are verified against upstream.tls.ca as it is now,
+  // reloads included. A listen.tls.clientCA of its own is read at start only.
+  const clientCaFollowsUpstream = config.listen.tls.clientCA === '' && config.upstream.tls.ca !== '';
+  let initialClientCa: Buffer | undefined;
+  if (clientCaFollowsUpstream) initialClientCa = upstreamTls.ca;
+  else if (clientCaPath !== '') initialClientCa = fs.readFileSync(clientCaPath);
+  const listenerContext = { cert: listenTls.cert, key: listenTls.key, clientCa: initialClientCa };
+
+  let certificates: LoadedCertificate[] = [];
+  const publishCertificates = () => {
+    const listenSources: CertificateSource[] = [
+      { role: 'listen-serving', path: listenTls.certPath, pem: listenerContext.cert },
+      { role: 'listen-client-ca', path: clientCaPath, pem: listenerContext.clientCa },
+    ];
+    certificates = [...tlsReloader.certificates(), ...describeCertificateFiles(listenSources, log)];
+    for (const certificate of certificates) metrics.setCertificateExpiry(certificate.role, certificate.notAfter);
+  };
+  publishCertificates();
+
   const tlsServer = createTlsListener({
-    cert: listenTls.cert,
-    key: listenTls.key,
-    clientCA: clientCaPath !== '' ? fs.readFileSync(clientCaPath) : undefined,
+    cert: listenerContext.cert,
+    key: listenerContext.key,
+    clientCA: listenerContext.clientCa,
     log: log.child({ component: 'listener' }),
     metrics,
     handlers,
   });
   const connections = trackConnections(tlsServer);
+
+  // Existing connections keep the context they were accepted with; new handshakes use the new one.
+  const applyListenerContext = () => {
+    try {
+      tlsServer.setSecureContext({ cert: listenerContext.cert, key: listenerContext.key, ca: listenerContext.clientCa });
+    } catch (err) {
+      log.error({ err: describeError(err) }, 'listener TLS context update failed; the previous one stays in use');
+    }
+  };
+  const onUpstreamTlsReloaded = () => {
+    if (clientCaFollowsUpstream) {
+      listenerContext.clientCa = tlsReloader.current().ca;
+      applyListenerContext();
+    }
+    publishCertificates();
+  };
+  const servingRenewer =
+    listenTls.generated === undefined
+      ? undefined
+      : new ServingCertificateRenewer({
+          stateDir: config.stateDir,
+          initial: listenTls.generated,
+          log: log.child({ component: 'listener' }),
+          intervalMs: options.servingRenewalIntervalMs,
+          onRenewed: (material) => {
+            listenerContext.cert = Buffer.from(material.certPem);
+            listenerContext.key = Buffer.from(material.keyPem);
+            applyListenerContext();
+            publishCertificates();
+          },
+        });
 
   const plaintextServer = config.listen.plaintext !== '' ? createPlaintextListener(handlers, log.child({ component: 'plaintext' }), metrics) : undefined;
   const plaintextConnections = plaintextServer !== undefined ? trackConnections(plaintextServer) : undefined;
@@ -152,29 +264,41 @@ export async function startStallguard(config: Config, logger: Logger): Promise<R
   const metricsServer = createMetricsServer(
     metrics,
     {
-      notReadyReason: () => (pool.hasReadyEndpoint() ? undefined : `no API-server endpoint has a usable session (${endpoints.map((e) => e.id).join(', ')})`),
-      state: () => ({
-        version: VERSION,
-        endpoints: pool.snapshot(),
-        activeRequests: inflight.count,
-        activeWatches: watches.size,
-        tunnels: tunnels.size,
-      }),
+      notReadyReason: () => describeNotReady(pool.snapshot()),
+      state: async () =>
+        buildStateDocument({
+          version: VERSION,
+          startedAt,
+          endpoints: pool.snapshot(),
+          watchesByEndpoint: watches.countByEndpoint(),
+          certificates,
+          activeRequests: inflight.count,
+          activeWatches: watches.size,
+          tunnels: tunnels.size,
+          totals: await metrics.totals(),
+          config: redactConfig(config),
+        }),
     },
     log,
   );
 
   pool.start();
+  discovery.start(pool, warmIdentity);
 
   const listenAddress = await listen(tlsServer, config.listen.address);
   const plaintextAddress = plaintextServer !== undefined ? await listen(plaintextServer, config.listen.plaintext) : undefined;
   const metricsAddress = await listen(metricsServer, config.metrics.address);
   log.info({ listen: listenAddress, plaintext: plaintextAddress, metrics: metricsAddress, endpoints: endpoints.map((e) => e.id) }, 'listening');
+  tlsReloader.start();
+  servingRenewer?.start();
 
   let closing: Promise<void> | undefined;
   const close = () => {
     closing ??= (async () => {
       log.info({ activeRequests: inflight.count, activeWatches: watches.size }, 'shutting down');
+      tlsReloader.stop();
+      servingRenewer?.stop();
+      discovery.stop();
       tlsServer.close();
       plaintextServer?.close();
 
@@ -197,17 +321,22 @@ export async function startStallguard(config: Config, logger: Logger): Promise<R
     addresses: { listen: listenAddress, plaintext: plaintextAddress, metrics: metricsAddress },
     pool,
     metrics,
+    tlsReloader,
     close,
   };
 }
 
-async function localServingMaterial(config: Config, log: Logger): Promise<{ cert: Buffer; key: Buffer }> {
+/** Reads the listener's certificate and key; `generated` is set when they come from the local CA in stateDir. */
+async function localServingMaterial(
+  config: Config,
+  log: Logger,
+): Promise<{ cert: Buffer; key: Buffer; certPath: string; generated?: LocalServingMaterial }> {
   if (config.listen.tls.cert !== '') {
-    return { cert: fs.readFileSync(config.listen.tls.cert), key: fs.readFileSync(config.listen.tls.key) };
+    return { cert: fs.readFileSync(config.listen.tls.cert), key: fs.readFileSync(config.listen.tls.key), certPath: config.listen.tls.cert };
   }
   const material = await ensureLocalServingMaterial(config.stateDir);
   log.info({ ca: material.caPath, cert: material.certPath, generated: material.generated }, 'local serving certificate ready');
-  return { cert: Buffer.from(material.certPem), key: Buffer.from(material.keyPem) };
+  return { cert: Buffer.from(material.certPem), key: Buffer.from(material.keyPem), certPath: material.certPath, generated: material };
 }
 
 /** Binds a server to host:port (IPv6 hosts in brackets) and returns the bound address. */

@@ -161,9 +161,15 @@ describe('loadConfig layers', () => {
     const { config, sources } = loadConfig({ argv: ['--upstream-endpoints', ENDPOINT], env: {} });
 
     expect(config.mode).toBe('http2');
+    expect(config.upstream.identity).toBe('static');
+    expect(config.upstream.frontProxy).toEqual({ usernameHeader: 'X-Remote-User', groupHeader: 'X-Remote-Group', extraHeaderPrefix: 'X-Remote-Extra-' });
+    expect(config.upstream.tls.expiryWarningMs).toBe(72 * 3_600_000);
     expect(config.listen.address).toBe('127.0.0.1:7446');
     expect(config.upstream.connectTimeoutMs).toBe(2000);
     expect(config.upstream.reconnectBackoff).toEqual({ baseMs: 250, maxMs: 5000 });
+    expect(config.upstream.fallback).toEqual([]);
+    expect(config.upstream.discovery).toBe('none');
+    expect(config.upstream.resolveIntervalMs).toBe(30_000);
     expect(config.health).toEqual({
       pingIntervalMs: 1000,
       pingTimeoutMs: 1000,
@@ -455,6 +461,56 @@ describe('loadConfig validation', () => {
   });
 });
 
+describe('endpoint source keys', () => {
+  const FALLBACK = 'https://127.0.0.9:6443';
+
+  it('reads fallback, discovery and resolveInterval', () => {
+    const { config, sources } = loadConfig({
+      argv: ['--upstream-endpoints', 'https://localhost:6443', '--upstream-fallback', 'https://127.0.0.9', '--upstream-discovery', 'endpointslices'],
+      env: { STALLGUARD_UPSTREAM_RESOLVE_INTERVAL: '1m' },
+    });
+
+    expect(config.upstream.fallback).toEqual(['https://127.0.0.9:443']);
+    expect(config.upstream.discovery).toBe('endpointslices');
+    expect(config.upstream.resolveIntervalMs).toBe(60_000);
+    expect(sources['upstream.resolveInterval']).toBe('env');
+    expect(redactConfig(config).upstream).toMatchObject({ fallback: ['https://127.0.0.9:443'], discovery: 'endpointslices', resolveInterval: '1m' });
+  });
+
+  it('accepts a fallback without endpoints', () => {
+    const { config } = loadConfig({ argv: ['--upstream-fallback', FALLBACK, '--upstream-discovery', 'endpointslices'], env: {} });
+
+    expect(config.upstream.endpoints).toEqual([]);
+    expect(config.upstream.fallback).toEqual([FALLBACK]);
+  });
+
+  it('rejects no endpoint and no fallback, naming both', () => {
+    const problem = problemFor(problemsOf(['--upstream-discovery', 'endpointslices']), 'upstream.endpoints');
+
+    expect(problem).toContain('upstream.endpoints: [] is empty');
+    expect(problem).toContain('upstream.fallback');
+  });
+
+  it('rejects a fallback that is also an endpoint', () => {
+    const problems = problemsOf(['--upstream-endpoints', FALLBACK, '--upstream-fallback', 'https://127.0.0.9:6443/']);
+
+    expect(problemFor(problems, 'upstream.fallback')).toBe(
+      `upstream.fallback: "https://127.0.0.9:6443/" is also listed in upstream.endpoints; a fallback address serves only while no endpoint is ready, so list it in one of the two (set by --upstream-fallback)`,
+    );
+  });
+
+  it.each([
+    ['--upstream-fallback', 'http://127.0.0.9', 'upstream.fallback', 'uses http'],
+    ['--upstream-discovery', 'dns', 'upstream.discovery', 'is not one of "none", "endpointslices"'],
+    ['--upstream-resolve-interval', '500ms', 'upstream.resolveInterval', 'must be at least 1000ms'],
+    ['--upstream-resolve-interval', '30', 'upstream.resolveInterval', 'is not a duration'],
+  ])('rejects %s %s', (flag, value, key, expected) => {
+    const problem = problemFor(problemsOf(['--upstream-endpoints', ENDPOINT, flag, value]), key);
+
+    expect(problem).toContain(expected);
+  });
+});
+
 describe('loadConfig rules between keys', () => {
   const withEndpoint = (...argv: string[]): string[] => ['--upstream-endpoints', ENDPOINT, ...argv];
 
@@ -560,6 +616,71 @@ describe('loadConfig rules between keys', () => {
     const { config } = loadConfig({ argv: withEndpoint('--listen-tls-cert', cert, '--listen-tls-key', key), env: {} });
 
     expect(config.listen.tls).toEqual({ cert, key, clientCA: '' });
+  });
+});
+
+describe('identity keys', () => {
+  const withEndpoint = (...argv: string[]): string[] => ['--upstream-endpoints', ENDPOINT, ...argv];
+
+  function withFrontProxyCert(...argv: string[]): string[] {
+    const cert = writeWorkFile('front-proxy.crt', 'pem');
+    const key = writeWorkFile('front-proxy.key', 'pem');
+    return withEndpoint('--upstream-identity', 'front-proxy', '--upstream-tls-cert', cert, '--upstream-tls-key', key, ...argv);
+  }
+
+  it('reads front-proxy mode, header names and expiryWarning', () => {
+    const { config } = loadConfig({
+      argv: withFrontProxyCert('--upstream-front-proxy-username-header', 'X-Auth-User', '--upstream-tls-expiry-warning', '24h'),
+      env: { STALLGUARD_UPSTREAM_FRONT_PROXY_GROUP_HEADER: 'X-Auth-Group' },
+    });
+
+    expect(config.upstream.identity).toBe('front-proxy');
+    expect(config.upstream.frontProxy).toEqual({ usernameHeader: 'X-Auth-User', groupHeader: 'X-Auth-Group', extraHeaderPrefix: 'X-Remote-Extra-' });
+    expect(config.upstream.tls.expiryWarningMs).toBe(24 * 3_600_000);
+  });
+
+  it('rejects an unknown identity mode', () => {
+    const problem = problemFor(problemsOf(withEndpoint('--upstream-identity', 'impersonate')), 'upstream.identity');
+
+    expect(problem).toContain('is not one of "static", "front-proxy"');
+  });
+
+  it('requires a client certificate in front-proxy mode', () => {
+    const problem = problemFor(problemsOf(withEndpoint('--upstream-identity', 'front-proxy')), 'upstream.tls.cert');
+
+    expect(problem).toContain('is empty but upstream.identity is "front-proxy"');
+    expect(problem).toContain('--requestheader-client-ca-file');
+  });
+
+  it('rejects a header name that is not a token', () => {
+    const problem = problemFor(problemsOf(withEndpoint('--upstream-front-proxy-username-header', 'X Remote User')), 'upstream.frontProxy.usernameHeader');
+
+    expect(problem).toContain('is not an HTTP header name');
+  });
+
+  it('rejects identity headers that requests need', () => {
+    const problems = problemsOf(withEndpoint('--upstream-front-proxy-username-header', 'Authorization', '--upstream-front-proxy-extra-header-prefix', 'Content-'));
+
+    expect(problemFor(problems, 'upstream.frontProxy.usernameHeader')).toContain('is a header that requests need for themselves');
+    expect(problemFor(problems, 'upstream.frontProxy.extraHeaderPrefix')).toContain('would also match the "content-encoding" header');
+  });
+
+  it('rejects one name for user and group, and a name under the extra prefix', () => {
+    const same = problemsOf(withEndpoint('--upstream-front-proxy-group-header', 'x-remote-user'));
+    const prefixed = problemsOf(withEndpoint('--upstream-front-proxy-username-header', 'X-Remote-Extra-User'));
+
+    expect(problemFor(same, 'upstream.frontProxy.groupHeader')).toContain('is also upstream.frontProxy.usernameHeader');
+    expect(problemFor(prefixed, 'upstream.frontProxy.usernameHeader')).toContain('starts with upstream.frontProxy.extraHeaderPrefix');
+  });
+
+  it('renders the identity keys in file form', () => {
+    const { config } = loadConfig({ argv: withFrontProxyCert(), env: {} });
+
+    const fileForm = redactConfig(config);
+
+    expect(fileForm.upstream.identity).toBe('front-proxy');
+    expect(fileForm.upstream.tls.expiryWarning).toBe('72h');
+    expect(fileForm.upstream.frontProxy.groupHeader).toBe('X-Remote-Group');
   });
 });
 

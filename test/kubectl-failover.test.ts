@@ -31,8 +31,8 @@ async function startBalancer(): Promise<{ stack: Stack; viaStallguard: KubectlTa
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stallguard-kubectl-failover-'));
   const credentials = {
     caPath: stack.pki.ca.certPath,
-    clientCertPath: stack.pki.admin.certPath,
-    clientKeyPath: stack.pki.admin.keyPath,
+    clientCertPath: stack.pki.node.certPath,
+    clientKeyPath: stack.pki.node.keyPath,
   };
   const viaStallguard = writeKubeconfig(dir, 'stallguard', { server: stack.url, ...credentials });
   const direct = writeKubeconfig(dir, 'relay', { server: `https://127.0.0.1:${stack.relays[0]!.port}`, ...credentials });

@@ -26,8 +26,8 @@ describe('kubectl through stallguard', () => {
     target = writeKubeconfig(dir, 'stallguard', {
       server: stack.url,
       caPath: stack.pki.ca.certPath,
-      clientCertPath: stack.pki.admin.certPath,
-      clientKeyPath: stack.pki.admin.keyPath,
+      clientCertPath: stack.pki.node.certPath,
+      clientKeyPath: stack.pki.node.keyPath,
     });
   });
 
@@ -122,8 +122,8 @@ describe('kubectl through the stallguard CLI', () => {
     const target = writeKubeconfig(dir, 'cli', {
       server: `https://127.0.0.1:${port}`,
       caPath: pki.ca.certPath,
-      clientCertPath: pki.admin.certPath,
-      clientKeyPath: pki.admin.keyPath,
+      clientCertPath: pki.node.certPath,
+      clientKeyPath: pki.node.keyPath,
     });
     const args = ['get', 'nodes'];
     const result = await runKubectl(target, args);

@@ -50,6 +50,24 @@ async function main(argv: string[]): Promise<void> {
     case 'check-config':
       process.exitCode = checkConfig(rest, process.env);
       return;
+    case 'status': {
+      const { runStatusCommand } = await import('./status.js');
+      process.exitCode = await runStatusCommand(rest, {
+        env: process.env,
+        write: (text) => process.stdout.write(text),
+        writeError: (text) => process.stderr.write(text),
+      });
+      return;
+    }
+    case 'kubeconfig': {
+      const { runKubeconfigCommand } = await import('./kubeconfig.js');
+      process.exitCode = runKubeconfigCommand(rest, {
+        env: process.env,
+        write: (text) => process.stdout.write(text),
+        writeError: (text) => process.stderr.write(text),
+      });
+      return;
+    }
     case 'version':
     case '--version':
       process.stdout.write(`stallguard ${readVersion()}\n`);
@@ -59,7 +77,7 @@ async function main(argv: string[]): Promise<void> {
       process.exitCode = EXIT_USAGE;
       return;
     default:
-      process.stderr.write(`unknown command "${command}"; the commands are run, check-config, version and help\n`);
+      process.stderr.write(`unknown command "${command}"; the commands are run, check-config, status, kubeconfig, version and help\n`);
       process.exitCode = EXIT_USAGE;
   }
 }

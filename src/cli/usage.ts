@@ -3,6 +3,8 @@ import { CONFIG_KEYS } from '../config/schema.js';
 const COMMANDS: Array<[string, string]> = [
   ['run', 'load the configuration and start the proxy; SIGTERM or SIGINT drains and exits 0, a second signal exits at once'],
   ['check-config', 'print the effective configuration as YAML with secrets redacted (exit 0), or every invalid key (exit 1)'],
+  ['status', 'print the endpoints, identity, certificate expiry and totals of a running stallguard, read from its /state'],
+  ['kubeconfig', 'write a kubeconfig (mode 0600) that points a local client at the TLS listener, with its credentials named by path'],
   ['version', 'print the stallguard version'],
   ['help', 'print this text (also --help)'],
 ];
@@ -22,6 +24,8 @@ export function buildUsage(): string {
     'Usage:',
     '  stallguard run [--config FILE] [options]',
     '  stallguard check-config [--config FILE] [options]',
+    '  stallguard status [--config FILE | --metrics-address host:port] [--output table|json]',
+    '  stallguard kubeconfig --out FILE (--client-cert FILE --client-key FILE | --token-file FILE) [--certificate-authority FILE] [--config FILE]',
     '  stallguard version',
     '  stallguard help',
     '',
@@ -43,6 +47,36 @@ export function buildUsage(): string {
     lines.push(`      default: ${describeDefault(spec.default)}; file key: ${spec.path}; environment: ${spec.env}`);
   }
 
-  lines.push('', 'Exit status: 0 on success, 1 on an invalid configuration or a failed start, 2 on an unknown command.');
+  lines.push(
+    '',
+    'Options of status. It reads /state from the metrics address of a running stallguard. An address',
+    'taken from the configuration must be loopback (a wildcard 0.0.0.0 or :: is read on loopback);',
+    'any other host is read only when given with --metrics-address.',
+    '',
+    '  --config FILE',
+    '      reads metrics.address from this file (and the STALLGUARD_ environment variables).',
+    '  --metrics-address host:port',
+    `      the metrics address to read; default: metrics.address from --config, else ${describeDefault(CONFIG_KEYS.find((spec) => spec.path === 'metrics.address')?.default)}.`,
+    '  --output table|json',
+    '      table (default) for people; json prints the /state document unchanged, for scripts.',
+  );
+
+  lines.push(
+    '',
+    'Options of kubeconfig. The server is listen.address from --config (a wildcard address becomes loopback).',
+    '',
+    '  --out FILE',
+    '      the kubeconfig to write, with mode 0600; an existing file is replaced.',
+    '  --client-cert FILE, --client-key FILE',
+    '      client certificate and key the client presents; named by path, so a rotated pair is read again.',
+    '  --token-file FILE',
+    '      file with a bearer token the client sends instead (tokenFile); not together with --client-cert.',
+    '  --certificate-authority FILE',
+    '      CA that verifies the listener; default: stateDir/tls/ca.crt, the local CA. Required when listen.tls.cert is set.',
+    '  --config FILE',
+    '      the configuration stallguard runs with; default: the built-in defaults.',
+  );
+
+  lines.push('', 'Exit status: 0 on success, 1 on an invalid configuration, a failed start or an unreachable stallguard (status), 2 on a usage error.');
   return `${lines.join('\n')}\n`;
 }

@@ -222,7 +222,19 @@ function toConfig(file: FileConfig): Config {
     },
     upstream: {
       endpoints: file.upstream.endpoints.map(normalizeEndpoint),
-      tls: { ...file.upstream.tls },
+      fallback: file.upstream.fallback.map(normalizeEndpoint),
+      discovery: file.upstream.discovery as Config['upstream']['discovery'],
+      resolveIntervalMs: parseDuration(file.upstream.resolveInterval),
+      tls: {
+        ca: file.upstream.tls.ca,
+        cert: file.upstream.tls.cert,
+        key: file.upstream.tls.key,
+        serverName: file.upstream.tls.serverName,
+        insecureSkipVerify: file.upstream.tls.insecureSkipVerify,
+        expiryWarningMs: parseDuration(file.upstream.tls.expiryWarning),
+      },
+      identity: file.upstream.identity as Config['upstream']['identity'],
+      frontProxy: { ...file.upstream.frontProxy },
       connectTimeoutMs: parseDuration(file.upstream.connectTimeout),
       reconnectBackoff: {
         baseMs: parseDuration(file.upstream.reconnectBackoff.base),

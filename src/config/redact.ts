@@ -19,7 +19,19 @@ export function toFileForm(config: Config): FileConfig {
     },
     upstream: {
       endpoints: [...config.upstream.endpoints],
-      tls: { ...config.upstream.tls },
+      fallback: [...config.upstream.fallback],
+      discovery: config.upstream.discovery,
+      resolveInterval: formatDuration(config.upstream.resolveIntervalMs),
+      tls: {
+        ca: config.upstream.tls.ca,
+        cert: config.upstream.tls.cert,
+        key: config.upstream.tls.key,
+        serverName: config.upstream.tls.serverName,
+        insecureSkipVerify: config.upstream.tls.insecureSkipVerify,
+        expiryWarning: formatDuration(config.upstream.tls.expiryWarningMs),
+      },
+      identity: config.upstream.identity,
+      frontProxy: { ...config.upstream.frontProxy },
       connectTimeout: formatDuration(config.upstream.connectTimeoutMs),
       reconnectBackoff: {
         base: formatDuration(config.upstream.reconnectBackoff.baseMs),

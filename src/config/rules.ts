@@ -2,7 +2,7 @@ import { accessSync, constants, statSync } from 'node:fs';
 import { describeError, errorCode } from '../errors.js';
 import { isLoopbackHost, parseHostPort } from './address.js';
 import { parseDuration } from './duration.js';
-import type { FileConfig } from './schema.js';
+import { normalizeEndpoint, type FileConfig } from './schema.js';
 
 /** A rule violation: the key to report, its value, and a message that completes `<key>: <value> ...`. */
 export interface RuleViolation {
@@ -34,6 +34,16 @@ export function checkRules(file: FileConfig, invalidKeys: ReadonlySet<string>): 
   }
   if (valid('health.ejectionTime', 'health.maxEjectionTime')) {
     violations.push(...checkEjectionTimes(file));
+  }
+  if (valid('upstream.endpoints', 'upstream.fallback')) {
+    violations.push(...checkUpstreamAddresses(file));
+  }
+
+  if (valid('upstream.identity', 'upstream.tls.cert')) {
+    violations.push(...checkFrontProxyCertificate(file));
+  }
+  if (valid('upstream.frontProxy.usernameHeader', 'upstream.frontProxy.groupHeader', 'upstream.frontProxy.extraHeaderPrefix')) {
+    violations.push(...checkIdentityHeaders(file));
   }
 
   violations.push(...checkPair('listen.tls', file.listen.tls.cert, file.listen.tls.key, invalidKeys));
@@ -136,6 +146,31 @@ function checkEjectionTimes(file: FileConfig): RuleViolation[] {
   ];
 }
 
+function checkUpstreamAddresses(file: FileConfig): RuleViolation[] {
+  const { endpoints, fallback } = file.upstream;
+  if (endpoints.length === 0 && fallback.length === 0) {
+    return [
+      {
+        key: 'upstream.endpoints',
+        value: endpoints,
+        message:
+          'is empty; list at least one https:// URL of an API server or its load balancer, e.g. "https://10.0.0.10:6443", ' +
+          'under upstream.endpoints in the file, in STALLGUARD_UPSTREAM_ENDPOINTS or with --upstream-endpoints ' +
+          '(or list the load balancer under upstream.fallback and let upstream.discovery find the replicas)',
+      },
+    ];
+  }
+
+  const primary = new Set(endpoints.map(normalizeEndpoint));
+  return fallback
+    .filter((entry) => primary.has(normalizeEndpoint(entry)))
+    .map((entry) => ({
+      key: 'upstream.fallback',
+      value: entry,
+      message: 'is also listed in upstream.endpoints; a fallback address serves only while no endpoint is ready, so list it in one of the two',
+    }));
+}
+
 function checkPingTimeoutWithinBudget(file: FileConfig): RuleViolation[] {
   if (parseDuration(file.health.pingTimeout) < parseDuration(file.retry.budget)) {
     return [];
@@ -149,6 +184,76 @@ function checkPingTimeoutWithinBudget(file: FileConfig): RuleViolation[] {
         'before the session is evicted and the request retried; lower health.pingTimeout or raise retry.budget',
     },
   ];
+}
+
+function checkFrontProxyCertificate(file: FileConfig): RuleViolation[] {
+  if (file.upstream.identity !== 'front-proxy' || file.upstream.tls.cert !== '') {
+    return [];
+  }
+  return [
+    {
+      key: 'upstream.tls.cert',
+      value: file.upstream.tls.cert,
+      message:
+        'is empty but upstream.identity is "front-proxy"; set upstream.tls.cert and upstream.tls.key to a client certificate ' +
+        "signed by the CA in kube-apiserver's --requestheader-client-ca-file, or use upstream.identity: static",
+    },
+  ];
+}
+
+/**
+ * Headers that requests need for themselves. stallguard removes the identity headers from every
+ * request, so an identity header named like one of these would break every request.
+ */
+const RESERVED_HEADERS = [
+  'accept',
+  'accept-encoding',
+  'authorization',
+  'connection',
+  'content-encoding',
+  'content-length',
+  'content-type',
+  'cookie',
+  'host',
+  'te',
+  'transfer-encoding',
+  'upgrade',
+  'user-agent',
+];
+
+function checkIdentityHeaders(file: FileConfig): RuleViolation[] {
+  const { usernameHeader, groupHeader, extraHeaderPrefix } = file.upstream.frontProxy;
+  const violations: RuleViolation[] = [];
+
+  const names: Array<[string, string]> = [
+    ['upstream.frontProxy.usernameHeader', usernameHeader],
+    ['upstream.frontProxy.groupHeader', groupHeader],
+  ];
+  for (const [key, name] of names) {
+    if (RESERVED_HEADERS.includes(name.toLowerCase())) {
+      violations.push({ key, value: name, message: 'is a header that requests need for themselves; use a name of its own, e.g. "X-Remote-User"' });
+    } else if (name.toLowerCase().startsWith(extraHeaderPrefix.toLowerCase())) {
+      violations.push({ key, value: name, message: `starts with upstream.frontProxy.extraHeaderPrefix ("${extraHeaderPrefix}"); give the two different names` });
+    }
+  }
+
+  if (usernameHeader.toLowerCase() === groupHeader.toLowerCase()) {
+    violations.push({
+      key: 'upstream.frontProxy.groupHeader',
+      value: groupHeader,
+      message: 'is also upstream.frontProxy.usernameHeader; give each its own name, e.g. "X-Remote-Group"',
+    });
+  }
+
+  const shadowed = RESERVED_HEADERS.find((name) => name.startsWith(extraHeaderPrefix.toLowerCase()));
+  if (shadowed !== undefined) {
+    violations.push({
+      key: 'upstream.frontProxy.extraHeaderPrefix',
+      value: extraHeaderPrefix,
+      message: `would also match the "${shadowed}" header, which stallguard would then remove from every request; use a longer prefix, e.g. "X-Remote-Extra-"`,
+    });
+  }
+  return violations;
 }
 
 function checkPair(section: string, cert: string, key: string, invalidKeys: ReadonlySet<string>): RuleViolation[] {

@@ -184,6 +184,16 @@ function checkOneOf(allowed: readonly string[]): (value: unknown) => Finding[] {
       : [{ message: `is not one of ${allowed.map((name) => `"${name}"`).join(', ')}; write one of them` }];
 }
 
+// RFC 9110 token characters, the only ones a header field name may contain.
+const HEADER_NAME = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/;
+
+function checkHeaderName(value: unknown): Finding[] {
+  if (typeof value !== 'string' || !HEADER_NAME.test(value)) {
+    return [{ message: 'is not an HTTP header name; write letters, digits and hyphens, e.g. "X-Remote-User"' }];
+  }
+  return [];
+}
+
 function checkMode(value: unknown): Finding[] {
   if (value === 'tcp') {
     return [{ message: 'selects tcp mode, which is not implemented yet; use mode: http2' }];
@@ -198,18 +208,11 @@ function coerceList(text: string): unknown {
     .filter((entry) => entry !== '');
 }
 
+// An empty upstream.endpoints is valid on its own when upstream.fallback is set; rules.ts reports
+// the case where both are empty.
 function checkEndpoints(value: unknown): Finding[] {
   if (!Array.isArray(value)) {
     return [{ message: 'is not a list; write a list of https:// URLs, e.g. ["https://10.0.0.10:6443"]' }];
-  }
-  if (value.length === 0) {
-    return [
-      {
-        message:
-          'is empty; list at least one https:// URL of an API server or its load balancer, e.g. "https://10.0.0.10:6443", ' +
-          'under upstream.endpoints in the file, in STALLGUARD_UPSTREAM_ENDPOINTS or with --upstream-endpoints',
-      },
-    ];
   }
 
   const findings: Finding[] = [];
@@ -297,7 +300,7 @@ const KEY_DEFINITIONS: KeyDefinition[] = [
   },
   {
     path: 'listen.allowAnonymous',
-    doc: 'Admit requests that carry neither a verified client certificate nor a bearer token; they travel upstream as the identity in upstream.tls.cert.',
+    doc: 'Admit requests that carry neither a verified client certificate nor a bearer token; they travel upstream as the identity in upstream.tls.cert (front-proxy mode: as anonymous).',
     unit: '<bool>',
     default: false,
     check: checkBoolean,
@@ -333,11 +336,33 @@ const KEY_DEFINITIONS: KeyDefinition[] = [
   },
   {
     path: 'upstream.endpoints',
-    doc: 'https:// URLs of the API servers or their load balancer (port 443 if omitted); comma-separated in flags and environment.',
+    doc: 'https:// URLs of the API servers or their load balancer (port 443 if omitted); a host name stands for each of its addresses; comma-separated in flags and environment.',
     unit: '<url,...>',
     default: [],
     check: checkEndpoints,
     coerce: coerceList,
+  },
+  {
+    path: 'upstream.fallback',
+    doc: 'https:// URLs used only while no other endpoint is ready, typically the load balancer; comma-separated in flags and environment.',
+    unit: '<url,...>',
+    default: [],
+    check: checkEndpoints,
+    coerce: coerceList,
+  },
+  {
+    path: 'upstream.discovery',
+    doc: 'Where more replicas come from: "endpointslices" reads and watches the kubernetes Service\'s EndpointSlices in the default namespace; "none" uses only the configured endpoints.',
+    unit: '<none|endpointslices>',
+    default: 'none',
+    check: checkOneOf(['none', 'endpointslices']),
+  },
+  {
+    path: 'upstream.resolveInterval',
+    doc: 'Duration between DNS lookups of the host names in upstream.endpoints; each address found is an endpoint of its own.',
+    unit: '<duration>',
+    default: '30s',
+    check: checkDuration(1000),
   },
   {
     path: 'upstream.tls.ca',
@@ -374,6 +399,41 @@ const KEY_DEFINITIONS: KeyDefinition[] = [
     default: false,
     check: checkBoolean,
     coerce: coerceBoolean,
+  },
+  {
+    path: 'upstream.tls.expiryWarning',
+    doc: 'Duration before a loaded certificate expires from which stallguard logs a warning once an hour (an expired one too).',
+    unit: '<duration>',
+    default: '72h',
+    check: checkDuration(1),
+  },
+  {
+    path: 'upstream.identity',
+    doc: 'Whom requests without a bearer token act as upstream: "static" (the identity in upstream.tls.cert) or "front-proxy" (each local client\'s own certificate identity, sent in headers).',
+    unit: '<static|front-proxy>',
+    default: 'static',
+    check: checkOneOf(['static', 'front-proxy']),
+  },
+  {
+    path: 'upstream.frontProxy.usernameHeader',
+    doc: 'Header that carries the local client\'s user name (certificate CN) in front-proxy mode; kube-apiserver --requestheader-username-headers.',
+    unit: '<header>',
+    default: 'X-Remote-User',
+    check: checkHeaderName,
+  },
+  {
+    path: 'upstream.frontProxy.groupHeader',
+    doc: 'Header that carries the local client\'s groups (certificate O, one header each) in front-proxy mode; kube-apiserver --requestheader-group-headers.',
+    unit: '<header>',
+    default: 'X-Remote-Group',
+    check: checkHeaderName,
+  },
+  {
+    path: 'upstream.frontProxy.extraHeaderPrefix',
+    doc: 'Prefix of the headers that carry extra user attributes; stallguard sets none, and removes every client-sent one in every mode.',
+    unit: '<prefix>',
+    default: 'X-Remote-Extra-',
+    check: checkHeaderName,
   },
   {
     path: 'upstream.connectTimeout',
@@ -560,7 +620,12 @@ export interface FileConfig {
   };
   upstream: {
     endpoints: string[];
-    tls: { ca: string; cert: string; key: string; serverName: string; insecureSkipVerify: boolean };
+    fallback: string[];
+    discovery: string;
+    resolveInterval: string;
+    tls: { ca: string; cert: string; key: string; serverName: string; insecureSkipVerify: boolean; expiryWarning: string };
+    identity: string;
+    frontProxy: { usernameHeader: string; groupHeader: string; extraHeaderPrefix: string };
     connectTimeout: string;
     reconnectBackoff: { base: string; max: string };
     maxSessionsPerEndpoint: number;

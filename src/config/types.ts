@@ -26,15 +26,26 @@ export interface ListenConfig {
 }
 
 export interface UpstreamConfig {
-  /** https:// URLs of the API-server replicas or of the load balancer. */
+  /** https:// URLs of the API-server replicas or of the load balancer; host names are resolved to every address. */
   endpoints: string[];
+  /** https:// URLs (typically the load balancer) used only while no other endpoint is ready. */
+  fallback: string[];
+  /** `endpointslices` adds the replicas listed in the kubernetes Service's EndpointSlices. */
+  discovery: 'none' | 'endpointslices';
+  /** Time between DNS lookups of the host names in `endpoints`. */
+  resolveIntervalMs: number;
   tls: {
     ca: string;
     cert: string;
     key: string;
     serverName: string;
     insecureSkipVerify: boolean;
+    /** A loaded certificate that expires within this many ms is logged at warn level once an hour. */
+    expiryWarningMs: number;
   };
+  identity: UpstreamIdentityMode;
+  /** Header names of front-proxy mode, as kube-apiserver's --requestheader-* flags name them. */
+  frontProxy: FrontProxyHeaders;
   connectTimeoutMs: number;
   reconnectBackoff: { baseMs: number; maxMs: number };
   maxSessionsPerEndpoint: number;
@@ -57,4 +68,18 @@ export interface RetryConfig {
   maxAttempts: number;
   budgetMs: number;
   maxBodyBytes: number;
+}
+
+/**
+ * Whom a request without a bearer token acts as upstream:
+ * - `static`: the identity in upstream.tls.cert, for every local client that presents the same subject.
+ * - `front-proxy`: each local client's own certificate identity, asserted in request headers that
+ *   kube-apiserver trusts because upstream.tls.cert is a front-proxy client certificate.
+ */
+export type UpstreamIdentityMode = 'static' | 'front-proxy';
+
+export interface FrontProxyHeaders {
+  usernameHeader: string;
+  groupHeader: string;
+  extraHeaderPrefix: string;
 }

@@ -1,6 +1,7 @@
 import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
+import { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics/metrics.js';
 import type { RequestHandlers } from './tls-listener.js';
@@ -38,7 +39,10 @@ export function createPlaintextListener(handlers: RequestHandlers, log: Logger, 
       const prefaceLength = Math.min(first.length, H2_PREFACE.length);
       const isH2 = first.subarray(0, prefaceLength).equals(H2_PREFACE.subarray(0, prefaceLength));
       metrics.downstreamConnections.inc({ protocol: isH2 ? 'h2c' : 'http/1.1', tls: 'plaintext' });
-      (isH2 ? h2c : h1).emit('connection', socket);
+      // Node's HTTP/2 session reads a net.Socket's native handle directly and would miss the bytes
+      // just put back, so it gets a stream wrapper that reads through the JavaScript stream instead.
+      if (isH2) h2c.emit('connection', Duplex.from({ readable: socket, writable: socket }));
+      else h1.emit('connection', socket);
       socket.resume();
     });
   });

@@ -1,5 +1,6 @@
 import http from 'node:http';
 import type { Logger } from 'pino';
+import { describeError } from '../errors.js';
 import type { Metrics } from './metrics.js';
 
 export interface HealthSource {
@@ -26,10 +27,7 @@ export function createMetricsServer(metrics: Metrics, health: HealthSource, log:
       case '/metrics':
         metrics.registry.metrics().then(
           (body) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body),
-          (err: Error) => {
-            log.error({ err: err.message }, 'metrics collection failed');
-            res.writeHead(500, { 'content-type': 'text/plain' }).end('metrics collection failed\n');
-          },
+          (err: unknown) => fail(res, log, 'metrics collection failed', err),
         );
         return;
       case '/healthz':
@@ -42,10 +40,20 @@ export function createMetricsServer(metrics: Metrics, health: HealthSource, log:
         return;
       }
       case '/state':
-        res.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(health.state(), null, 2)}\n`);
+        Promise.resolve()
+          .then(() => health.state())
+          .then(
+            (state) => res.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(state, null, 2)}\n`),
+            (err: unknown) => fail(res, log, 'state collection failed', err),
+          );
         return;
       default:
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics, /healthz, /readyz or /state\n');
     }
   });
+}
+
+function fail(res: http.ServerResponse, log: Logger, what: string, err: unknown): void {
+  log.error({ err: describeError(err) }, what);
+  res.writeHead(500, { 'content-type': 'text/plain' }).end(`${what}\n`);
 }

@@ -1,5 +1,6 @@
 import type http from 'node:http';
 import http2 from 'node:http2';
+import type { IdentityHeaders } from '../downstream/identity-headers.js';
 
 /**
  * Hop-by-hop headers (RFC 9110 §7.6.1) and the ones HTTP/2 forbids (RFC 9113 §8.2.2). They
@@ -19,13 +20,15 @@ const HOP_BY_HOP = new Set([
 
 /**
  * Builds the upstream request headers. `:authority` is always the endpoint's, so nothing a client
- * sends (Host, :authority, an absolute URI) can steer the request anywhere else.
+ * sends (Host, :authority, an absolute URI) can steer the request anywhere else. `identity`
+ * removes the client's identity headers and adds stallguard's (see downstream/identity-headers.ts).
  */
 export function upstreamRequestHeaders(
   method: string,
   path: string,
   incoming: http.IncomingHttpHeaders,
   authority: string,
+  identity?: IdentityHeaders,
 ): http2.OutgoingHttpHeaders {
   const headers: http2.OutgoingHttpHeaders = {
     [http2.constants.HTTP2_HEADER_METHOD]: method,
@@ -38,8 +41,10 @@ export function upstreamRequestHeaders(
   for (const [name, value] of Object.entries(incoming)) {
     if (value === undefined || name.startsWith(':')) continue;
     if (HOP_BY_HOP.has(name) || named.has(name)) continue;
+    if (identity?.isIdentityHeader(name)) continue;
     headers[name] = value;
   }
+  if (identity !== undefined) Object.assign(headers, identity.set);
 
   if (typeof incoming.te === 'string' && /(^|,)\s*trailers\s*(,|$)/i.test(incoming.te)) headers.te = 'trailers';
   return headers;

@@ -2,6 +2,7 @@ import type http from 'node:http';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
+import type { IdentityHeaders } from '../downstream/identity-headers.js';
 import { describeError } from '../errors.js';
 import type { UpstreamTlsMaterial } from '../tls/upstream-material.js';
 import { tlsOptionsFor } from '../tls/upstream-material.js';
@@ -21,6 +22,7 @@ export interface UpgradeOptions {
   connectTimeoutMs: number;
   log: Logger;
   tunnels: TunnelRegistry;
+  identityHeaders?: IdentityHeaders;
 }
 
 /**
@@ -33,7 +35,7 @@ export function relayUpgrade(req: http.IncomingMessage, client: Duplex, head: Bu
   const { endpoint, log } = options;
 
   const upstream = tls.connect({
-    host: endpoint.host,
+    host: endpoint.connectHost ?? endpoint.host,
     port: endpoint.port,
     servername: endpoint.serverName,
     ALPNProtocols: ['http/1.1'],
@@ -62,7 +64,7 @@ export function relayUpgrade(req: http.IncomingMessage, client: Duplex, head: Bu
     upstream.setKeepAlive(true, TUNNEL_KEEPALIVE_MS);
     if ('setKeepAlive' in client && typeof client.setKeepAlive === 'function') client.setKeepAlive(true, TUNNEL_KEEPALIVE_MS);
 
-    upstream.write(requestHead(req, endpoint.authority));
+    upstream.write(requestHead(req, endpoint.authority, options.identityHeaders));
     if (head.length > 0) upstream.write(head);
     upstream.pipe(client);
     client.pipe(upstream);
@@ -80,19 +82,22 @@ export function relayUpgrade(req: http.IncomingMessage, client: Duplex, head: Bu
   });
 }
 
-function requestHead(req: http.IncomingMessage, authority: string): string {
+function requestHead(req: http.IncomingMessage, authority: string, identity: IdentityHeaders | undefined): string {
   const lines = [`${req.method} ${req.url} HTTP/1.1`, `Host: ${authority}`];
   for (let i = 0; i < req.rawHeaders.length; i += 2) {
     const name = req.rawHeaders[i]!;
-    if (TUNNEL_HOP_BY_HOP.has(name.toLowerCase())) continue;
+    if (TUNNEL_HOP_BY_HOP.has(name.toLowerCase()) || identity?.isIdentityHeader(name.toLowerCase())) continue;
     lines.push(`${name}: ${req.rawHeaders[i + 1]}`);
+  }
+  for (const [name, value] of Object.entries(identity?.set ?? {})) {
+    for (const entry of Array.isArray(value) ? value : [value]) lines.push(`${name}: ${entry}`);
   }
   return `${lines.join('\r\n')}\r\n\r\n`;
 }
 
 export function rejectUpgrade(client: Duplex, status: number, message: string): void {
   if (!client.writable) return;
-  const reason = status === 401 ? 'Unauthorized' : status === 504 ? 'Timeout' : status === 503 ? 'ServiceUnavailable' : 'InternalError';
+  const reason = status === 401 ? 'Unauthorized' : status === 403 ? 'Forbidden' : status === 504 ? 'Timeout' : status === 503 ? 'ServiceUnavailable' : 'InternalError';
   const body = JSON.stringify(statusBody(status, reason, message));
   client.end(
     `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,

@@ -15,12 +15,12 @@ import http2, {
   type ServerHttp2Session,
   type ServerHttp2Stream,
 } from 'node:http2';
-import type { Socket } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { pino, type Logger } from 'pino';
 import { ApiHandler, parseResourcePath } from './fake-apiserver/api-handler.js';
-import { authenticate } from './fake-apiserver/auth.js';
+import { authenticate, buildForbiddenStatus } from './fake-apiserver/auth.js';
 import { RequestFaults } from './fake-apiserver/faults.js';
 import { handleTestbedRequest } from './fake-apiserver/hooks.js';
 import { buildStatus, sendJson, sendStatus, sendText, type AuthenticatedUser, type RequestContext } from './fake-apiserver/http.js';
@@ -31,12 +31,14 @@ import {
   apiResourceList,
   coreApiVersions,
 } from './fake-apiserver/resources.js';
+import { buildKubernetesServiceObjects, KUBERNETES_SERVICE_LABEL, type ApiServerAddress } from './fake-apiserver/kubernetes-service.js';
 import { ObjectStore, type KubeObject, type WriteCounts } from './fake-apiserver/store.js';
 import { openApiGroupVersion, openApiRoot } from './fake-apiserver/openapi.js';
 import { acceptEchoUpgrade, isUpgradePath, rejectUpgrade } from './fake-apiserver/upgrade.js';
 import { WatchHub } from './fake-apiserver/watch.js';
 
 export type { KubeObject, WriteCounts } from './fake-apiserver/store.js';
+export type { ApiServerAddress } from './fake-apiserver/kubernetes-service.js';
 export { patternBytes, patternSha256 } from './fake-apiserver/hooks.js';
 
 export interface FakeApiServerOptions {
@@ -170,6 +172,12 @@ export class FakeApiServer {
     const address = this.server.address();
     this.boundPort = typeof address === 'object' && address !== null ? address.port : port;
     this.boundHost = host;
+    // Like a kube-apiserver replica that starts, publish this replica's own address for the
+    // `kubernetes` Service. Replicas with separate stores each list only themselves; a test that
+    // replicates stores sets the full list with setApiServerAddresses().
+    if (isIP(host) !== 0) {
+      this.setApiServerAddresses([{ ip: host, port: this.boundPort }]);
+    }
     this.logger.info({ endpoint: this.url }, 'fake API server listening');
     return this.boundPort;
   }
@@ -206,6 +214,26 @@ export class FakeApiServer {
   /** Deletes an object, which sends DELETED to matching watches; false when it did not exist. */
   deleteObject(resource: string, namespace: string | undefined, name: string): boolean {
     return this.store.delete(resource, namespace, name).ok;
+  }
+
+  /**
+   * Replaces the addresses published in the `kubernetes` Service's EndpointSlices and Endpoints
+   * object (default namespace), as the API servers' endpoint reconciler does. New slices are
+   * written before stale ones are deleted, so a watcher never sees an empty list in between.
+   */
+  setApiServerAddresses(addresses: readonly ApiServerAddress[]): void {
+    const { slices, endpoints } = buildKubernetesServiceObjects(addresses);
+    for (const slice of slices) {
+      this.store.put('endpointslices', slice);
+    }
+    this.store.put('endpoints', endpoints);
+
+    const wanted = new Set(slices.map((slice) => slice.metadata.name));
+    for (const existing of this.store.list('endpointslices', 'default')) {
+      if (existing.metadata.labels?.[KUBERNETES_SERVICE_LABEL] === 'kubernetes' && !wanted.has(existing.metadata.name)) {
+        this.store.delete('endpointslices', 'default', existing.metadata.name);
+      }
+    }
   }
 
   writeCounts(resource: string, namespace: string | undefined, name: string): WriteCounts {
@@ -248,6 +276,27 @@ export class FakeApiServer {
   /** Rejects this fraction (0..1) of non-health requests with 429 and Retry-After; 0 turns it off. */
   status429(fraction: number, retryAfterSeconds = 1): void {
     this.faults.setTooManyRequests(fraction, retryAfterSeconds);
+  }
+
+  /**
+   * Answers 403 Forbidden, with kube-apiserver's RBAC message, to requests whose path starts with
+   * the prefix: from `user` only when given, from every user otherwise. Rules add up; null removes
+   * them all.
+   */
+  forbid(pathPrefix: string | null, user?: string): void {
+    if (pathPrefix === null) {
+      this.faults.clearForbidden();
+      return;
+    }
+    this.faults.addForbidden(pathPrefix, user);
+  }
+
+  /**
+   * Answers 404 NotFound to requests whose path starts with the prefix, as a server that does not
+   * serve that API group does. Prefixes add up; null removes them all.
+   */
+  notFound(pathPrefix: string | null): void {
+    this.faults.setNotFound(pathPrefix);
   }
 
   /** Makes /readyz return 500 while false. */
@@ -423,6 +472,15 @@ export class FakeApiServer {
     }
     if (!auth.user) {
       sendStatus(res, buildStatus(401, 'Unauthorized', 'Unauthorized'));
+      return;
+    }
+    // Authorization comes before routing in kube-apiserver, so 403 wins over 404.
+    if (this.faults.isForbidden(url.pathname, auth.user.name)) {
+      sendStatus(res, buildForbiddenStatus(record.method, url, auth.user.name));
+      return;
+    }
+    if (this.faults.isNotFound(url.pathname)) {
+      sendStatus(res, buildStatus(404, 'NotFound', 'the server could not find the requested resource'));
       return;
     }
 

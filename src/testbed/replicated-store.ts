@@ -3,7 +3,8 @@ import type { ObjectStore, StoredChange } from './fake-apiserver/store.js';
 /**
  * Makes fake API-server replicas share their state, as kube-apiserver replicas share etcd: every
  * change committed to one store is applied to the others at once, in the same order. The stores
- * must start identical, as each FakeApiServer seeds the same objects. Their resourceVersions then
+ * must start at one resourceVersion, as each FakeApiServer seeds the same objects (apart from the
+ * `kubernetes` Service's endpoints, where each lists only itself). Their resourceVersions then
  * stay equal, so a client that moves to another replica can resume a watch, or update a lease,
  * with the resourceVersion it got from the first.
  *

@@ -118,7 +118,12 @@ export function buildConfig(dir: string, pki: TestPki, endpoints: string[], over
     },
     upstream: {
       endpoints,
-      tls: { ca: pki.ca.certPath, cert: pki.node.certPath, key: pki.node.keyPath, serverName: '', insecureSkipVerify: false },
+      fallback: [],
+      discovery: 'none',
+      resolveIntervalMs: 30_000,
+      tls: { ca: pki.ca.certPath, cert: pki.node.certPath, key: pki.node.keyPath, serverName: '', insecureSkipVerify: false, expiryWarningMs: 72 * 3_600_000 },
+      identity: 'static',
+      frontProxy: { usernameHeader: 'X-Remote-User', groupHeader: 'X-Remote-Group', extraHeaderPrefix: 'X-Remote-Extra-' },
       connectTimeoutMs: 2000,
       reconnectBackoff: { baseMs: 250, maxMs: 5000 },
       maxSessionsPerEndpoint: 8,

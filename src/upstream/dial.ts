@@ -26,7 +26,7 @@ export function dialSession(options: DialOptions): Promise<http2.ClientHttp2Sess
     let session: http2.ClientHttp2Session | undefined;
 
     const socket = tls.connect({
-      host: endpoint.host,
+      host: endpoint.connectHost ?? endpoint.host,
       port: endpoint.port,
       servername: endpoint.serverName,
       ALPNProtocols: ['h2'],

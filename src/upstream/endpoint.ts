@@ -2,11 +2,15 @@ import net from 'node:net';
 
 /**
  * One API-server address that stallguard may open sessions to: a replica, or a load balancer.
- * `id` is the normalised origin and is what logs and metrics call the endpoint.
+ * `id` is the normalised origin of the address dialled and is what logs and metrics call the
+ * endpoint; for an address resolved from a host name it is the IP's origin, so each replica
+ * behind one name is an endpoint of its own.
  */
 export interface Endpoint {
   id: string;
   host: string;
+  /** IP address to connect to instead of `host`; set when `host` is a name resolved by discovery. */
+  connectHost?: string;
   port: number;
   /**
    * Name sent as SNI and checked against the server certificate. Undefined for an IP endpoint

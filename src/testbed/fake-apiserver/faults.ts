@@ -1,7 +1,8 @@
 /**
  * The request-level faults that tests switch on at run time: hanging requests, delayed response
- * headers, 429 responses and a failing readiness check. Connection-level faults (GOAWAY, refused
- * streams, destroyed sessions) act on sessions and live in the server itself.
+ * headers, 429 responses, 403 and 404 responses for chosen paths and a failing readiness check.
+ * Connection-level faults (GOAWAY, refused streams, destroyed sessions) act on sessions and live in
+ * the server itself.
  */
 
 export class RequestFaults {
@@ -11,6 +12,9 @@ export class RequestFaults {
   private hangPrefix: string | null = null;
   private headerDelay: { ms: number; pathPrefix: string } | null = null;
   private tooManyRequests: { fraction: number; retryAfterSeconds: number } | null = null;
+  /** Path prefixes that get 403, each for one user or, without one, for every user. */
+  private readonly forbidden: Array<{ pathPrefix: string; user: string | undefined }> = [];
+  private readonly notFoundPrefixes = new Set<string>();
 
   // Accumulates the 429 fraction so that exactly `fraction` of the requests are rejected, in a
   // repeatable pattern, rather than a random sample that makes test counts flaky.
@@ -30,6 +34,30 @@ export class RequestFaults {
     }
     this.tooManyRequests = fraction > 0 ? { fraction, retryAfterSeconds } : null;
     this.tooManyRequestsCredit = 0;
+  }
+
+  addForbidden(pathPrefix: string, user: string | undefined): void {
+    this.forbidden.push({ pathPrefix, user });
+  }
+
+  clearForbidden(): void {
+    this.forbidden.length = 0;
+  }
+
+  isForbidden(path: string, user: string): boolean {
+    return this.forbidden.some((rule) => path.startsWith(rule.pathPrefix) && (rule.user === undefined || rule.user === user));
+  }
+
+  setNotFound(pathPrefix: string | null): void {
+    if (pathPrefix === null) {
+      this.notFoundPrefixes.clear();
+      return;
+    }
+    this.notFoundPrefixes.add(pathPrefix);
+  }
+
+  isNotFound(path: string): boolean {
+    return [...this.notFoundPrefixes].some((prefix) => path.startsWith(prefix));
   }
 
   shouldHang(path: string): boolean {

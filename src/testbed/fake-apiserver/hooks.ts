@@ -1,9 +1,10 @@
 /**
  * Test endpoints under /testbed/ that no real API server has: they give tests byte-exact bodies,
- * request trailers and slow responses to push through stallguard.
+ * request trailers, slow responses and the request as the server received it.
  */
 import { createHash } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
+import type { TLSSocket } from 'node:tls';
 import { buildStatus, sendJson, sendStatus, type RequestContext } from './http.js';
 
 const PATTERN_BLOCK_SIZE = 64 * 1024;
@@ -41,6 +42,9 @@ export async function handleTestbedRequest(context: RequestContext): Promise<boo
       return true;
     case '/testbed/slow':
       await slow(context);
+      return true;
+    case '/testbed/whoami':
+      whoami(context);
       return true;
     default:
       return false;
@@ -116,6 +120,31 @@ async function slow(context: RequestContext): Promise<void> {
   if (!res.destroyed) {
     sendJson(res, 200, { delayedMs: delayMs });
   }
+}
+
+/**
+ * Returns the authenticated user, every request header field as received and the client
+ * certificate of the connection, so that tests can see which identity and certificate a proxy
+ * used. Each header is a list with one entry per field, its name in lower case, and an
+ * authorization value is replaced by "[sent]".
+ */
+function whoami(context: RequestContext): void {
+  const socket = (context.stream?.session?.socket ?? context.req.socket) as TLSSocket;
+  const certificate = socket.getPeerCertificate();
+  const presented = certificate !== null && typeof certificate === 'object' && Object.keys(certificate).length > 0;
+
+  const headers: Record<string, string[]> = {};
+  const raw = context.req.rawHeaders;
+  for (let index = 0; index + 1 < raw.length; index += 2) {
+    const name = raw[index]!.toLowerCase();
+    (headers[name] ??= []).push(name === 'authorization' ? '[sent]' : raw[index + 1]!);
+  }
+
+  sendJson(context.res, 200, {
+    user: context.user,
+    headers,
+    clientCertificate: presented ? { subject: certificate.subject, serialNumber: certificate.serialNumber } : null,
+  });
 }
 
 function waitForDrain(res: ServerResponse): Promise<void> {
