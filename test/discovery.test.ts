@@ -204,7 +204,7 @@ async function startRelaysOnOnePort(servers: FakeApiServer[]): Promise<{ relays:
 }
 
 describe('DNS names', () => {
-  it('follows changing A records and drains addresses that left', async () => {
+  it('follows record changes and drains', async () => {
     const servers = await startReplicas(3);
     const { port } = await startRelaysOnOnePort(servers);
     const resolver = new FakeResolver();
@@ -274,7 +274,7 @@ describe('DNS names', () => {
     expect(primaryIds(stallguard)).toEqual(before);
   });
 
-  it('dials a name that does not resolve at start by name', async () => {
+  it('dials an unresolved name by name', async () => {
     const [server] = await startReplicas(1);
     const resolver = new FakeResolver();
 
@@ -290,7 +290,8 @@ describe('DNS names', () => {
 
   it('uses the system resolver, /etc/hosts included', async () => {
     const [server] = await startReplicas(1);
-    // localhost is answered from /etc/hosts (or the resolver's own rule for it), never by a DNS server.
+    // The expectation is whatever the system resolver returns for localhost, which usually comes from
+    // /etc/hosts; the fake API server listens on 127.0.0.1 only, so an extra ::1 would just fail to dial.
     const expected = sorted([...new Set((await dns.lookup('localhost', { all: true })).map((entry) => entry.address))].map((address) =>
       address.includes(':') ? `https://[${address}]:${server!.port}` : `https://${address}:${server!.port}`,
     ));
@@ -304,7 +305,7 @@ describe('DNS names', () => {
 });
 
 describe('EndpointSlice discovery', () => {
-  it('adds, drains and keeps replicas as the slices change', async () => {
+  it('follows slices, keeps replicas on empty', async () => {
     const servers = await startReplicas(3);
     servers[0]!.setApiServerAddresses([addressOf(servers[0]!), addressOf(servers[1]!)]);
     const balancer = await startRelay(servers[0]!);
@@ -353,7 +354,7 @@ describe('EndpointSlice discovery', () => {
     expect(report.gets.ok).toBeGreaterThan(0);
   });
 
-  it('moves its own watch off a replica that sends GOAWAY or is removed', async () => {
+  it('moves its watch off draining replicas', async () => {
     const servers = await startReplicas(3);
     servers[0]!.setApiServerAddresses(servers.map((server) => addressOf(server)));
     const balancer = await startRelay(servers[0]!);
@@ -399,7 +400,7 @@ describe('EndpointSlice discovery', () => {
     await waitFor(() => primaryIds(stallguard).length === 2, 3000, 'the replica once ready');
   });
 
-  it('reads the legacy Endpoints where EndpointSlices are not served', async () => {
+  it('reads Endpoints when slices answer 404', async () => {
     const servers = await startReplicas(2);
     servers[0]!.setApiServerAddresses(servers.map((server) => addressOf(server)));
     for (const server of servers) server.notFound('/apis/discovery.k8s.io/');
@@ -416,7 +417,7 @@ describe('EndpointSlice discovery', () => {
     await waitFor(() => primaryIds(stallguard).join() === servers[1]!.url, 5000, 'the Endpoints watch to remove the first replica');
   });
 
-  it('reads the legacy Endpoints where EndpointSlices answer 403', async () => {
+  it('reads Endpoints when slices answer 403', async () => {
     const servers = await startReplicas(2);
     servers[0]!.setApiServerAddresses(servers.map((server) => addressOf(server)));
     for (const server of servers) server.forbid(SLICES_PATH, NODE_USER);
@@ -431,7 +432,7 @@ describe('EndpointSlice discovery', () => {
     expect(log.withMessage('endpoint discovery is not permitted')).toHaveLength(0);
   });
 
-  it('logs a 403 once and keeps the other endpoints', async () => {
+  it('logs 403 once, keeps other endpoints', async () => {
     const servers = await startReplicas(2);
     servers[0]!.setApiServerAddresses(servers.map((server) => addressOf(server)));
     for (const server of servers) {
@@ -459,7 +460,7 @@ describe('EndpointSlice discovery', () => {
 });
 
 describe('fallback', () => {
-  it('takes over while every replica is down and gives back', async () => {
+  it('serves while replicas are down, then yields', async () => {
     const servers = await startReplicas(3);
     const replicas = [await startRelay(servers[0]!), await startRelay(servers[1]!)];
     const balancer = await startRelay(servers[2]!);
@@ -500,8 +501,31 @@ describe('fallback', () => {
   });
 });
 
+describe('warm standby with a fallback', () => {
+  it('keeps the warm sessions on replicas', async () => {
+    const servers = await startReplicas(3);
+    const replicas = [await startRelay(servers[0]!), await startRelay(servers[1]!)];
+    const balancer = await startRelay(servers[2]!);
+
+    // At start no replica is ready yet, so the balancer may take a warm slot; once a replica is
+    // ready, warm standby counts replicas only. The pick is random, so several starts are tried.
+    for (let start = 0; start < 6; start++) {
+      const { stallguard } = await startProxy({
+        endpoints: replicas.map((relay) => `https://127.0.0.1:${relay.port}`),
+        config: { upstream: { fallback: [`https://127.0.0.1:${balancer.port}`], warmEndpoints: 2 } },
+      });
+      await waitFor(
+        () => stallguard.pool.snapshot().filter((endpoint) => endpoint.role === 'primary').every((endpoint) => endpoint.sessions.length > 0),
+        3000,
+        `sessions to both replicas without a request (start ${start + 1})`,
+      );
+      await stallguard.close();
+    }
+  });
+});
+
 describe('saved endpoints', () => {
-  it('restart reaches the replicas while the balancer is blackholed', async () => {
+  it('restart reaches replicas past blackholed balancer', async () => {
     const servers = await startReplicas(3);
     servers[0]!.setApiServerAddresses(servers.map((server) => addressOf(server)));
     const balancer = await startRelay(servers[0]!);
@@ -551,7 +575,7 @@ describe('saved endpoints', () => {
     await waitFor(() => savedIds(stateDir).join() === server!.url, 3000, 'a valid file to replace it');
   });
 
-  it('starts when the state file cannot be read or written', async () => {
+  it('starts with an unusable state file', async () => {
     const [server] = await startReplicas(1);
     const stateDir = path.join(workDir(), 'state');
     fs.mkdirSync(path.join(stateDir, 'endpoints.json'), { recursive: true });
@@ -568,7 +592,7 @@ describe('saved endpoints', () => {
 describe('EndpointStateFile', () => {
   const log = pino({ level: 'silent' });
 
-  it('round-trips named and IPv6 endpoints with mode 0600', async () => {
+  it('round-trips endpoints with mode 0600', async () => {
     const stateDir = path.join(workDir(), 'nested', 'state');
     const file = new EndpointStateFile(stateDir, '', log);
     const named = parseEndpoint('https://api.example:6443', '');
@@ -586,7 +610,7 @@ describe('EndpointStateFile', () => {
     expect(fs.readdirSync(stateDir)).toEqual(['endpoints.json']);
   });
 
-  it('applies the current server name override on load', async () => {
+  it('applies the current serverName override', async () => {
     const stateDir = workDir();
     await new EndpointStateFile(stateDir, '', log).save([parseEndpoint('https://127.0.0.5:6443', '')]);
 

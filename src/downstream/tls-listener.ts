@@ -37,6 +37,7 @@ export function createTlsListener(options: TlsListenerOptions): http2.Http2Secur
 
   const server = http2.createSecureServer({
     allowHTTP1: true,
+    noDelay: true,
     cert: options.cert,
     key: options.key,
     ca: options.clientCA,

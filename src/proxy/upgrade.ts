@@ -42,6 +42,8 @@ export function relayUpgrade(req: http.IncomingMessage, client: Duplex, head: Bu
     ...tlsOptionsFor(options.tls, options.identity),
   });
 
+  upstream.setNoDelay(true);
+
   const timer = setTimeout(() => {
     upstream.destroy();
     rejectUpgrade(client, 504, `connect to ${endpoint.id} for the upgrade timed out after ${options.connectTimeoutMs}ms`);

@@ -36,6 +36,9 @@ export function dialSession(options: DialOptions): Promise<http2.ClientHttp2Sess
       rejectUnauthorized: options.tls.rejectUnauthorized,
     });
 
+    // Small frames (PINGs, HEADERS) must not wait for Nagle's algorithm.
+    socket.setNoDelay(true);
+
     const fail = (err: StallguardError) => {
       if (settled) return;
       settled = true;

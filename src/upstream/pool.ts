@@ -586,8 +586,11 @@ export class UpstreamPool {
     if (health.state === 'draining' || health.state === 'ejected') return;
 
     if (entry.hasReadySession()) {
+      const wasReady = health.state === 'ready';
       health.transition('ready', reason);
       this.#notifyCapacity();
+      // The first ready primary ends fallback service: warm standby is counted among primaries again.
+      if (!wasReady) this.#ensureWarm();
     } else {
       health.transition('connecting', reason === 'session_ready' ? 'sessions_lost' : reason);
     }
