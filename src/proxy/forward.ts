@@ -1,4 +1,3 @@
-import type http from 'node:http';
 import http2 from 'node:http2';
 import type { Logger } from 'pino';
 import { describeError, NoReadyEndpointError, StallguardError } from '../errors.js';
@@ -7,7 +6,8 @@ import type { IdentityHeaders } from '../downstream/identity-headers.js';
 import type { UpstreamIdentity } from '../upstream/identity.js';
 import type { UpstreamPool } from '../upstream/pool.js';
 import type { EvictionReason, StreamTenant, UpstreamSession } from '../upstream/session.js';
-import { downstreamResponseHeaders, forwardableTrailers, upstreamRequestHeaders } from './headers.js';
+import { forwardableTrailers, upstreamRequestHeaders } from './headers.js';
+import { ResponseRelay } from './response-relay.js';
 import { isIdempotent, isWatch, requestTimeoutMs } from './request-kind.js';
 import { RequestBody } from './request-body.js';
 import { abortResponse, sendStatus, type DownstreamRequest, type DownstreamResponse } from './respond.js';
@@ -16,8 +16,6 @@ import type { WatchRegistry } from './watch-registry.js';
 
 const { NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM, NGHTTP2_CANCEL } = http2.constants;
 
-/** A 429 body larger than this is not held back: shutdown 429s carry a small Status. */
-const HELD_429_MAX_BYTES = 64 * 1024;
 /** How long after a 429's end a GOAWAY may still arrive and mark it as a shutdown rejection. */
 const HELD_429_GOAWAY_WAIT_MS = 50;
 
@@ -206,30 +204,9 @@ export class ForwardedRequest {
       let settled = false;
       let stream: http2.ClientHttp2Stream | undefined;
       let endReceived = false;
-      let expectedLength: number | undefined;
-      let bytesRelayed = 0;
-      let upstreamStatus: number | undefined;
-      let held429: Buffer[] | undefined;
-      const releaseHeld429 = () => {
-        const chunks = held429 ?? [];
-        held429 = undefined;
-        sendHead();
-        for (const chunk of chunks) (this.#res as http.ServerResponse).write(chunk);
-      };
-      // Response headers of a non-watch request are held until its first DATA, trailers or end, so
-      // a session lost in between still leaves the request retryable: no byte reached the client.
-      let pendingHead: { status: number; headers: http.OutgoingHttpHeaders } | undefined;
-      const sendHead = () => {
-        if (pendingHead === undefined) return;
-        (this.#res as http.ServerResponse).writeHead(pendingHead.status, pendingHead.headers);
-        const out = this.#res as http.ServerResponse;
-        if (typeof out.flushHeaders === 'function') out.flushHeaders();
-        pendingHead = undefined;
+      const response = new ResponseRelay(this.#res, () => {
         this.#responseStarted = true;
-      };
-      // A declared Content-Length is checked as well as END_STREAM, so a body cut short can never
-      // be passed on as complete, whatever way the session ended.
-      const bodyComplete = () => expectedLength === undefined || bytesRelayed === expectedLength;
+      });
 
       const settle = (outcome: AttemptOutcome) => {
         if (settled) return;
@@ -240,7 +217,7 @@ export class ForwardedRequest {
 
       const fail = (unprocessed: boolean, reason: string, err: StallguardError | Error, timedOut = false) => {
         if (settled) return;
-        if (this.#responseStarted && expectedLength !== undefined && bytesRelayed === expectedLength) {
+        if (this.#responseStarted && response.declaredBodyRelayed) {
           // Every byte the server declared arrived; only the END_STREAM flag was lost with the session.
           this.#finishResponse();
           settle({ kind: 'done' });
@@ -251,12 +228,12 @@ export class ForwardedRequest {
           settle({ kind: 'cut', reason });
           return;
         }
-        if (upstreamStatus !== undefined && !this.#idempotent && !unprocessed) {
+        if (response.status !== undefined && !this.#idempotent && !unprocessed) {
           // The server answered, so the write was processed; only its response body was lost.
           this.#reply(
             502,
             'InternalError',
-            `the API server answered ${upstreamStatus} to the ${this.#method} request, but the connection to ${session.endpoint.id} ` +
+            `the API server answered ${response.status} to the ${this.#method} request, but the connection to ${session.endpoint.id} ` +
               `was lost (${reason}) before the response arrived in full; read the object back to see its state`,
           );
           settle({ kind: 'cut', reason });
@@ -269,8 +246,8 @@ export class ForwardedRequest {
         onSessionLost: (reason: EvictionReason, err: StallguardError) => {
           // The session may die between the stream's END_STREAM ('end') and its 'close': the
           // response is whole then, and is finished rather than failed.
-          if (endReceived && bodyComplete()) {
-            releaseHeld429();
+          if (endReceived && response.complete) {
+            response.releaseHeld();
             this.#finishResponse();
             settle({ kind: 'done' });
             return;
@@ -309,41 +286,30 @@ export class ForwardedRequest {
 
       const onData = (chunk: Buffer) => {
         session.noteRead();
-        bytesRelayed += chunk.length;
-        if (settled || this.#clientGone) return;
-        if (held429 !== undefined) {
-          held429.push(chunk);
-          if (bytesRelayed > HELD_429_MAX_BYTES) releaseHeld429();
+        if (settled || this.#clientGone) {
+          response.discard(chunk);
           return;
         }
-        sendHead();
-        if (!(this.#res as http.ServerResponse).write(chunk)) {
-          stream!.pause();
-          this.#res.once('drain', () => stream!.resume());
-        }
+        response.relay(
+          chunk,
+          () => stream!.pause(),
+          () => stream!.resume(),
+        );
       };
 
       stream.on('response', (upstreamHeaders) => {
         if (settled || this.#clientGone) return;
-        const status = Number(upstreamHeaders[':status']);
-
         // A 429 that comes with a GOAWAY is kube-apiserver's graceful shutdown: the request was
         // rejected unprocessed and goes once to another replica. The GOAWAY may follow the 429's
         // frames, so the small 429 is held until its end (and a moment after) to see which it is.
         // A plain 429 is passed through untouched, so client-go's own back-off applies.
-        if (status === 429 && !this.#watch && !this.#shutdown429Retried && this.#ctx.pool.endpoints.length > 1) {
-          held429 = [];
-        }
-
-        const declared = upstreamHeaders['content-length'];
-        if (declared !== undefined && this.#method !== 'HEAD' && status !== 204 && status !== 304) expectedLength = Number(declared);
-        upstreamStatus = status;
-        pendingHead = { status, headers: downstreamResponseHeaders(upstreamHeaders) };
+        const hold429 = !this.#watch && !this.#shutdown429Retried && this.#ctx.pool.endpoints.length > 1;
+        const status = response.accept(upstreamHeaders, this.#method, hold429);
 
         this.#ctx.metrics.requests.inc({ method: this.#method, code_class: statusClass(status), endpoint: session.endpoint.id });
         if (this.#watch) {
           // A watch's headers must reach the client before its first event, which may be minutes away.
-          sendHead();
+          response.flushHead();
           this.#watchStarted(session.endpoint.id, () => {
             this.#endWatchForShutdown();
             stream!.close(NGHTTP2_CANCEL);
@@ -361,7 +327,7 @@ export class ForwardedRequest {
       stream.on('trailers', (trailers) => {
         session.noteRead();
         if (settled || this.#clientGone) return;
-        sendHead();
+        response.flushHead();
         this.#res.addTrailers(forwardableTrailers(trailers));
       });
 
@@ -377,7 +343,7 @@ export class ForwardedRequest {
           settle({ kind: 'done' });
           return;
         }
-        if (endReceived && rstCode === NGHTTP2_NO_ERROR && held429 !== undefined) {
+        if (endReceived && rstCode === NGHTTP2_NO_ERROR && response.holding429) {
           const decide = (final: boolean) => {
             if (settled) return;
             if (session.goawayLastStreamId !== undefined) {
@@ -385,7 +351,7 @@ export class ForwardedRequest {
               this.#avoid.add(session.endpoint.id);
               fail(true, 'shutdown_429', new StallguardError('SG_ERR_SHUTDOWN_429', 'upstream', `${session.endpoint.id} answered 429 while shutting down`));
             } else if (final) {
-              releaseHeld429();
+              response.releaseHeld();
               this.#finishResponse();
               settle({ kind: 'done' });
             } else {
@@ -395,8 +361,8 @@ export class ForwardedRequest {
           decide(false);
           return;
         }
-        if (endReceived && rstCode === NGHTTP2_NO_ERROR && bodyComplete()) {
-          sendHead();
+        if (endReceived && rstCode === NGHTTP2_NO_ERROR && response.complete) {
+          response.flushHead();
           this.#finishResponse();
           settle({ kind: 'done' });
           return;
