@@ -13,12 +13,15 @@ import { EndpointEntry, SessionGroup } from './endpoint-entry.js';
 import { UpstreamSession, type EvictionReason, type SessionEvents, type SessionHealthOptions, type SessionState } from './session.js';
 
 /**
- * Why the pool owns its sessions instead of using http2-wrapper's Agent (2.2.4): the Agent kept
- * failing new requests with ERR_HTTP2_GOAWAY_SESSION after a GOAWAY, its `timeout` destroys a
- * session without an error so in-flight responses end looking complete, it keeps handing out a
- * stalled session, its limits count across all origins, and it will not dial a replica by IP while
- * verifying the certificate as another name. Here every session has one explicit state, a PING
- * deadline, and is removed from selection synchronously when it dies.
+ * The pool owns its sessions (node:http2 `connect()`) instead of using http2-wrapper's Agent.
+ * When the Agent (2.2.4) was tried as this pool it kept failing new requests with
+ * ERR_HTTP2_GOAWAY_SESSION after a GOAWAY, its `timeout` destroyed a session without an error so
+ * in-flight responses ended looking complete, it kept handing out a stalled session, its limits
+ * counted across all origins, and it would not dial a replica by IP while verifying the
+ * certificate as another name. NOTE: those findings were reported, not re-run here; the
+ * node:http2 behaviours this pool relies on instead are pinned by test/node-http2-facts.test.ts.
+ * Here every session has one explicit state and a PING deadline, and leaves selection
+ * synchronously when it dies.
  */
 export interface PoolOptions {
   endpoints: Endpoint[];
