@@ -7,7 +7,7 @@ import { startStallguard, type RunningStallguard } from '../src/server.js';
 import { connectH2, h2Request } from '../src/testbed/client.js';
 import { createTestPki, type TestPki } from '../src/testbed/pki.js';
 import { RawH2Peer } from '../src/testbed/raw-h2-peer.js';
-import { buildConfig } from '../src/testbed/stack.js';
+import { buildConfig, type ConfigOverrides } from '../src/testbed/stack.js';
 import { counterValue } from './helpers/metrics.js';
 import { sleep, waitFor } from './helpers/wait.js';
 
@@ -21,13 +21,13 @@ afterEach(async () => {
   peer = undefined;
 });
 
-async function start(options: { pingMode: 'ack' | 'ignore'; maxConcurrentStreams?: number; requests?: 'respond' | 'hang' }) {
+async function start(options: { pingMode: 'ack' | 'ignore'; maxConcurrentStreams?: number; requests?: 'respond' | 'hang'; refuseFirst?: number }, overrides: ConfigOverrides = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stallguard-raw-'));
   const pki: TestPki = await createTestPki(dir);
   peer = new RawH2Peer({ cert: pki.server.certPem, key: pki.server.keyPem, ...options });
   const port = await peer.listen();
   // Readiness probes would add requests and PING-free reads to what these tests count.
-  const config = buildConfig(dir, pki, [`https://127.0.0.1:${port}`], { health: { readyIntervalMs: 3_600_000 } });
+  const config = buildConfig(dir, pki, [`https://127.0.0.1:${port}`], { ...overrides, health: { readyIntervalMs: 3_600_000, ...overrides.health } });
   stallguard = await startStallguard(config, pino({ level: 'silent' }));
   return { pki, config, stallguard, peer };
 }
@@ -93,6 +93,41 @@ describe('response framing', () => {
 
     expect(responses.map((response) => response.status)).toEqual(Array(300).fill(200));
     expect(responses.every((response) => response.headers['content-type'] === 'application/json')).toBe(true);
+  });
+});
+
+describe('refused streams and stream limits', () => {
+  it('resends a POST refused with REFUSED_STREAM', async () => {
+    const { stallguard, peer, pki } = await start({ pingMode: 'ack', refuseFirst: 1 });
+    const client = await connectH2(`https://${stallguard.addresses.listen}`, { ca: pki.ca.certPem, cert: pki.node.certPem, key: pki.node.keyPem });
+
+    const response = await h2Request(client, { method: 'POST', path: '/api/v1/namespaces/default/configmaps', body: '{}', timeoutMs: 5000 });
+    client.close();
+
+    expect(response.status).toBe(200);
+    expect(peer.requestsReceived).toBe(2);
+    expect(await counterValue(stallguard.metrics, 'retries', { reason: 'refused_stream', outcome: 'retried' })).toBe(1);
+  });
+
+  it('answers 503 once every session is full and the cap is reached', async () => {
+    const { stallguard, peer, pki } = await start(
+      { pingMode: 'ack', maxConcurrentStreams: 1, requests: 'hang' },
+      { upstream: { maxSessionsPerEndpoint: 2 }, retry: { budgetMs: 1500 } },
+    );
+    const client = await connectH2(`https://${stallguard.addresses.listen}`, { ca: pki.ca.certPem, cert: pki.node.certPem, key: pki.node.keyPem });
+
+    const held = [1, 2].map(() => h2Request(client, { path: '/api/v1/namespaces/default/pods?watch=1', timeoutMs: 5000 }).catch(() => undefined));
+    await waitFor(() => peer.requestsReceived === 2, 3000, 'two streams held at the peer');
+    const started = Date.now();
+    const third = await h2Request(client, { path: '/api/v1/nodes/n1', timeoutMs: 5000 });
+    const elapsed = Date.now() - started;
+    client.destroy();
+    await Promise.all(held);
+
+    expect(third.status).toBe(503);
+    expect(JSON.parse(third.body.toString()).message).toContain('maxSessionsPerEndpoint');
+    expect(elapsed).toBeLessThan(1500 + 1000);
+    expect(peer.connections).toBe(2);
   });
 });
 

@@ -15,11 +15,14 @@ export interface RawPeerOptions {
   maxConcurrentStreams?: number;
   /** `respond` answers each request at once; `hang` never answers. */
   requests?: 'respond' | 'hang';
+  /** Resets this many first requests with RST_STREAM REFUSED_STREAM before serving any. */
+  refuseFirst?: number;
 }
 
 const FRAME_DATA = 0x0;
 const FRAME_HEADERS = 0x1;
 const FRAME_RST_STREAM = 0x3;
+const REFUSED_STREAM = 0x7;
 const FRAME_SETTINGS = 0x4;
 const FRAME_PING = 0x6;
 const FLAG_ACK = 0x1;
@@ -113,6 +116,12 @@ export class RawH2Peer {
 
     if (type === FRAME_HEADERS) {
       this.requestsReceived++;
+      if (this.requestsReceived <= (this.#options.refuseFirst ?? 0)) {
+        const code = Buffer.alloc(4);
+        code.writeUInt32BE(REFUSED_STREAM);
+        socket.write(frame(FRAME_RST_STREAM, 0, streamId, code));
+        return;
+      }
       if ((this.#options.requests ?? 'respond') === 'hang') return;
       // HEADERS and DATA in one write, so they arrive in one TLS record: the receiver must not let
       // the body overtake the headers.
