@@ -112,7 +112,10 @@ export class FakeApiServer {
   private boundPort = 0;
   private boundHost = '127.0.0.1';
 
+  private readonly clientCa: string;
+
   constructor(options: FakeApiServerOptions) {
+    this.clientCa = options.clientCa;
     this.logger = options.logger ?? pino({ level: 'silent' });
     this.tokens = new Map(
       Object.entries(options.tokens ?? {}).map(([token, user]) => [token, { name: user.name, groups: user.groups ?? [] }]),
@@ -252,6 +255,11 @@ export class FakeApiServer {
    * as the peer already treats them as unprocessed. With NO_ERROR the session then closes once
    * its remaining streams finish. With an error code it is destroyed at once.
    */
+  /** Serves new handshakes with another certificate, as after a serving-certificate or CA rotation. */
+  swapServingCertificate(cert: string, key: string): void {
+    this.server.setSecureContext({ cert, key, ca: this.clientCa });
+  }
+
   goaway(options: GoawayOptions = {}): void {
     for (const entry of this.sessions.values()) {
       this.sendGoaway(entry, options);

@@ -28,6 +28,8 @@ export interface StackOptions {
   maxConcurrentStreams?: number;
   /** Share state between the replicas, as etcd does for real ones (default false). */
   replicate?: boolean;
+  /** How often stallguard re-reads its TLS files, in ms (its default is 5 s). */
+  tlsPollIntervalMs?: number;
   /** Where stallguard's logs go; silent unless given. */
   logger?: Logger;
 }
@@ -84,7 +86,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const endpoints = topology === 'direct' ? servers.map((server) => server.url) : relays.map((relay) => `https://127.0.0.1:${relay.port}`);
   const config = buildConfig(dir, pki, endpoints, options.config ?? {});
   const logger = options.logger ?? pino({ level: 'silent' });
-  const stallguard = await startStallguard(config, logger);
+  const stallguard = await startStallguard(config, logger, { tlsPollIntervalMs: options.tlsPollIntervalMs });
 
   return {
     dir,
