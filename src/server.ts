@@ -11,7 +11,7 @@ import { admitRequest, type Admission, type AdmissionPolicy } from './downstream
 import { IdentityHeaderNames, type IdentityHeaders } from './downstream/identity-headers.js';
 import { createPlaintextListener } from './downstream/plaintext-listener.js';
 import { createTlsListener, type RequestHandlers } from './downstream/tls-listener.js';
-import { describeError, NoReadyEndpointError } from './errors.js';
+import { ConfigError, describeError, NoReadyEndpointError } from './errors.js';
 import { redactConfig } from './config/redact.js';
 import { describeCertificateFiles, type CertificateSource, type LoadedCertificate } from './metrics/certificates.js';
 import { dialFailureEvictionReason } from './metrics/labels.js';
@@ -82,6 +82,9 @@ export async function startStallguard(config: Config, logger: Logger, options: S
   if (config.upstream.tls.insecureSkipVerify) {
     log.warn('upstream.tls.insecureSkipVerify is set: API-server certificates are not verified');
   }
+  if (config.upstream.tls.cert === '') {
+    log.warn('upstream.tls.cert is not set: clients that present a certificate get 403, and only bearer-token requests are forwarded; point upstream.tls.cert and upstream.tls.key at the node client certificate');
+  }
   if (config.listen.allowAnonymous) {
     log.warn('listen.allowAnonymous is set: requests without a client certificate or a bearer token are admitted');
   }
@@ -148,6 +151,14 @@ export async function startStallguard(config: Config, logger: Logger, options: S
 
   const handlers: RequestHandlers = {
     onRequest(req, res, socket) {
+      // Only origin-form targets ("/api/..."): an absolute URI or CONNECT is a forward-proxy
+      // request, which this proxy never serves, whatever host it names.
+      if (req.method === 'CONNECT' || !(req.url ?? '').startsWith('/')) {
+        metrics.rejected.inc({ reason: 'bad_request' });
+        sendStatus(res, 400, 'BadRequest', `the request target ${JSON.stringify((req.url ?? '').slice(0, 200))} is not a path; stallguard forwards requests for paths such as /api/v1/nodes to its configured API servers only`);
+        return;
+      }
+
       const admitted = admitRequest(req.headers, socket, admission);
       if (!admitted.admitted) {
         metrics.rejected.inc({ reason: rejectReason(admitted) });
@@ -285,9 +296,9 @@ export async function startStallguard(config: Config, logger: Logger, options: S
   pool.start();
   discovery.start(pool, warmIdentity);
 
-  const listenAddress = await listen(tlsServer, config.listen.address);
-  const plaintextAddress = plaintextServer !== undefined ? await listen(plaintextServer, config.listen.plaintext) : undefined;
-  const metricsAddress = await listen(metricsServer, config.metrics.address);
+  const listenAddress = await listen(tlsServer, config.listen.address, 'listen.address');
+  const plaintextAddress = plaintextServer !== undefined ? await listen(plaintextServer, config.listen.plaintext, 'listen.plaintext') : undefined;
+  const metricsAddress = await listen(metricsServer, config.metrics.address, 'metrics.address');
   log.info({ listen: listenAddress, plaintext: plaintextAddress, metrics: metricsAddress, endpoints: endpoints.map((e) => e.id) }, 'listening');
   tlsReloader.start();
   servingRenewer?.start();
@@ -340,12 +351,20 @@ async function localServingMaterial(
 }
 
 /** Binds a server to host:port (IPv6 hosts in brackets) and returns the bound address. */
-function listen(server: net.Server | http.Server | http2.Http2SecureServer, address: string): Promise<string> {
+function listen(server: net.Server | http.Server | http2.Http2SecureServer, address: string, key: string): Promise<string> {
   const { host, port } = splitHostPort(address);
   return new Promise((resolve, reject) => {
-    server.once('error', reject);
+    const onError = (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EADDRINUSE' || err.code === 'EADDRNOTAVAIL' || err.code === 'EACCES') {
+        const why = err.code === 'EADDRINUSE' ? 'is already in use' : err.code === 'EACCES' ? 'may not be bound by this user' : 'is not an address of this host';
+        reject(new ConfigError([`${key}: "${address}" ${why} (${err.code}); stop what holds it or choose another address for ${key}`]));
+        return;
+      }
+      reject(err);
+    };
+    server.once('error', onError);
     server.listen(port, host, () => {
-      server.off('error', reject);
+      server.off('error', onError);
       const bound = server.address() as net.AddressInfo;
       resolve(net.isIPv6(bound.address) ? `[${bound.address}]:${bound.port}` : `${bound.address}:${bound.port}`);
     });

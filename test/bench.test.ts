@@ -4,13 +4,22 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, type TestContext } from 'vitest';
 import { parseBenchArgs } from '../src/bench/args.js';
+import { summarizeBlackholePath } from '../src/bench/blackhole-metrics.js';
+import type { BenchClient, ClientRequest, ClientResponse } from '../src/bench/clients/types.js';
+import { areaOf, summarizeCpuProfile, type CpuProfile } from '../src/bench/cpu-profile.js';
 import { BenchUsageError } from '../src/bench/errors.js';
 import { auditWrites, summarizePath } from '../src/bench/failover-metrics.js';
+import { simulateReconnect, simulateSteadyLoad, STALLGUARD_DEFAULT_TIMINGS } from '../src/bench/fleet-model.js';
 import { parseH2loadLog, parseH2loadOutput } from '../src/bench/h2load.js';
-import { parseShowStat, renderHaproxyConfig } from '../src/bench/haproxy.js';
-import type { RequestRecord } from '../src/bench/kubelet-loop.js';
+import { haproxyServerNames, parseShowStat, renderHaproxyConfig } from '../src/bench/haproxy.js';
+import { KubeletLoop, STATUS_UPDATE_ANNOTATION, type RequestRecord } from '../src/bench/kubelet-loop.js';
 import { renderNginxConfig } from '../src/bench/nginx.js';
+import { parseProcStatTicks, parseProcStatus, readProcessUsage } from '../src/bench/proc-stats.js';
+import { SeededRandom } from '../src/bench/random.js';
+import { writeAttachments } from '../src/bench/results.js';
+import { renderStallguardConfig } from '../src/bench/stallguard-process.js';
 import { median, percentile, ratio } from '../src/bench/stats.js';
+import { niceCeiling, renderLineChart } from '../src/bench/svg-chart.js';
 import { findTool, type ToolName } from '../src/bench/tools.js';
 
 const repoRoot = resolve(import.meta.dirname, '..');
@@ -203,7 +212,7 @@ describe('bench tool output parsing', () => {
 
   it('renders configurations bound to loopback', () => {
     const haproxy = renderHaproxyConfig(
-      { binary: 'haproxy', dir: '/run/x', frontendPem: '', backend: { port: 6443, caPath: '/run/ca.crt' }, timeoutServerMs: 20_000 },
+      { binary: 'haproxy', dir: '/run/x', frontendPem: '', backend: { ports: [6443], caPath: '/run/ca.crt' }, timeoutServerMs: 20_000 },
       8443,
     );
     const nginx = renderNginxConfig({ binary: 'nginx', dir: '/run/x', certPath: '/c', keyPath: '/k', documents: {} }, 9443);
@@ -215,6 +224,208 @@ describe('bench tool output parsing', () => {
     expect(haproxy).toContain('timeout server 20000ms');
     expect(nginx).toContain('listen 127.0.0.1:9443 ssl http2;');
     expect(nginx).not.toMatch(/listen (?!127\.0\.0\.1)/);
+  });
+});
+
+describe('bench helpers of the new scenarios', () => {
+  it('haproxy config lists every backend server', () => {
+    const config = renderHaproxyConfig(
+      { binary: 'haproxy', dir: '/run/x', frontendPem: '', backend: { ports: [7001, 7002, 7003], caPath: '/run/ca.crt', clientPemPath: '/run/node.pem' }, timeoutServerMs: 20_000 },
+      8443,
+    );
+
+    expect(haproxyServerNames(3)).toEqual(['api1', 'api2', 'api3']);
+    expect(haproxyServerNames(1)).toEqual(['api']);
+    for (const [index, port] of [7001, 7002, 7003].entries()) {
+      expect(config).toContain(
+        `server api${index + 1} 127.0.0.1:${port} ssl verify required ca-file /run/ca.crt crt /run/node.pem alpn h2 check inter 1s fall 2 rise 1 on-marked-down shutdown-sessions`,
+      );
+    }
+    expect(() => renderHaproxyConfig({ binary: 'haproxy', dir: '/run/x', frontendPem: '', backend: { ports: [], caPath: '/c' }, timeoutServerMs: 1 }, 1)).toThrow(RangeError);
+  });
+
+  it('stallguard config binds loopback only', () => {
+    const config = renderStallguardConfig(
+      { dir: '/run/x', certPath: '/c', keyPath: '/k', caPath: '/ca', endpoints: ['https://127.0.0.1:7001'], upstreamClient: { certPath: '/nc', keyPath: '/nk' }, name: 'sg' },
+      9443,
+      9090,
+    ) as Record<string, any>;
+
+    expect(config.listen.address).toBe('127.0.0.1:9443');
+    expect(config.metrics.address).toBe('127.0.0.1:9090');
+    expect(config.upstream.tls).toEqual({ ca: '/ca', cert: '/nc', key: '/nk' });
+    expect(config.stateDir).toBe('/run/x/sg-state');
+  });
+
+  it('proc status and stat parsing', () => {
+    const status = 'Name:\tnode\nVmHWM:\t  81234 kB\nVmRSS:\t   76016 kB\nThreads:\t11\n';
+    // A command name with a space and a ")" must not shift the fields.
+    const stat = '4242 (my proc) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 11 0 123 456 789';
+
+    expect(parseProcStatus(status)).toEqual({ rssKiB: 76016, peakRssKiB: 81234 });
+    expect(parseProcStatTicks(stat)).toBe(325);
+    expect(() => parseProcStatus('Name:\tnode\n')).toThrow('no VmRSS line');
+    expect(() => parseProcStatTicks('garbage')).toThrow('parentheses');
+  });
+
+  it('proc usage of this process', () => {
+    const usage = readProcessUsage(process.pid);
+
+    expect(usage.rssKiB).toBeGreaterThan(1024);
+    expect(usage.peakRssKiB).toBeGreaterThanOrEqual(usage.rssKiB);
+    expect(usage.cpuMs).toBeGreaterThan(0);
+  });
+
+  it('cpu profile self time from the timeline', () => {
+    const profile: CpuProfile = {
+      nodes: [
+        { id: 1, callFrame: { functionName: '(root)', url: '', lineNumber: -1 }, children: [2, 3, 4] },
+        { id: 2, callFrame: { functionName: 'forward', url: 'file:///repo/dist/proxy/forward.js', lineNumber: 9 } },
+        { id: 3, callFrame: { functionName: '(idle)', url: '', lineNumber: -1 } },
+        { id: 4, callFrame: { functionName: 'request', url: 'node:internal/http2/core', lineNumber: 99 } },
+      ],
+      startTime: 0,
+      endTime: 10_000,
+      // Sample i lasts until sample i+1: forward 3 ms, idle 2 ms, request 4 ms, forward 1 ms to the end.
+      samples: [2, 3, 4, 2],
+      timeDeltas: [0, 3000, 2000, 4000],
+    };
+
+    const summary = summarizeCpuProfile(profile, 2);
+
+    expect(summary.durationMs).toBe(10);
+    expect(summary.busyMs).toBe(8);
+    expect(summary.topFunctions).toEqual([
+      { name: 'forward', location: 'dist/proxy/forward.js:10', area: 'stallguard proxy', selfMs: 4, percent: 40 },
+      { name: 'request', location: 'node:internal/http2/core:100', area: 'node http2', selfMs: 4, percent: 40 },
+    ]);
+    expect(summary.areas.find((area) => area.area === 'idle')).toEqual({ area: 'idle', selfMs: 2, percent: 20 });
+  });
+
+  it('cpu profile areas', () => {
+    expect(areaOf('(garbage collector)', '')).toBe('garbage collector');
+    expect(areaOf('onread', 'node:_tls_wrap')).toBe('node tls and crypto');
+    expect(areaOf('write', 'file:///r/node_modules/pino/lib/proto.js')).toBe('pino (logging)');
+    expect(areaOf('acquire', 'file:///r/dist/upstream/pool.js')).toBe('stallguard upstream');
+  });
+
+  it('blackhole metrics count failed requests with their latency', () => {
+    const records: RequestRecord[] = [
+      { kind: 'get-node', tick: 0, sentAtMs: 0, endedAtMs: 5, ok: true, status: 200 },
+      { kind: 'get-node', tick: 1, sentAtMs: 100, endedAtMs: 3100, ok: false, error: 'ERR_STREAM_RESET' },
+      { kind: 'put-lease', tick: 1, sentAtMs: 100, endedAtMs: 1600, ok: true, status: 200, renewal: 1 },
+      { kind: 'patch-status', tick: 2, sentAtMs: 200, endedAtMs: 260, ok: false, status: 503, statusUpdate: 1 },
+      { kind: 'get-node', tick: 3, sentAtMs: 300 },
+    ];
+
+    const outcome = summarizeBlackholePath(records);
+
+    expect(outcome.requests).toEqual({ 'get-node': 3, 'put-lease': 1, 'patch-status': 1 });
+    expect(outcome.failed).toEqual({ 'get-node': 1, 'put-lease': 0, 'patch-status': 1 });
+    expect(outcome.failureCauses).toEqual({ ERR_STREAM_RESET: 1, 'status 503': 1 });
+    expect(outcome.latencyMs.max).toBe(3000);
+    expect(outcome.slowRequests).toBe(2);
+    expect(outcome.unfinished).toBe(1);
+  });
+
+  it('audits status patches by their own numbers', () => {
+    const records: RequestRecord[] = [
+      { kind: 'patch-status', tick: 0, sentAtMs: 0, endedAtMs: 1, ok: true, statusUpdate: 1 },
+      { kind: 'patch-status', tick: 1, sentAtMs: 1, endedAtMs: 2, ok: true, statusUpdate: 2 },
+      { kind: 'put-lease', tick: 0, sentAtMs: 0, endedAtMs: 1, ok: true, renewal: 1 },
+    ];
+
+    expect(auditWrites(records, [1, 2], 'patch-status')).toEqual({ acknowledged: 2, appliedAtServer: 2, appliedUnacknowledged: 0, duplicated: 0, lost: 0 });
+    expect(auditWrites(records, [1], 'patch-status')).toMatchObject({ lost: 1 });
+  });
+
+  it('kubelet loop patches status between renewals', async () => {
+    const sent: ClientRequest[] = [];
+    const client: BenchClient = {
+      counters: { sessionsOpened: 0, sessionsDropped: 0, pingsSent: 0, pingsTimedOut: 0 },
+      send: async (request): Promise<ClientResponse> => {
+        sent.push(request);
+        return { status: 200, headers: {}, body: Buffer.alloc(0), trailers: {} };
+      },
+      close: () => undefined,
+    };
+    const loop = new KubeletLoop(client, 'n7', { tickMs: 100, leaseEveryTicks: 4, statusEveryTicks: 4, requestTimeoutMs: 1000 }, () => 0);
+
+    for (let tick = 0; tick < 8; tick++) loop.tick(tick);
+    await loop.settle();
+
+    const patches = loop.records.filter((record) => record.kind === 'patch-status');
+    expect(patches.map((record) => [record.tick, record.statusUpdate])).toEqual([[2, 1], [6, 2]]);
+    expect(loop.records.filter((record) => record.kind === 'put-lease').map((record) => record.tick)).toEqual([0, 4]);
+    const patch = sent.find((request) => request.method === 'PATCH')!;
+    expect(patch.path).toBe('/api/v1/nodes/n7/status');
+    expect(JSON.parse(String(patch.body)).metadata.annotations[STATUS_UPDATE_ANNOTATION]).toBe('1');
+  });
+
+  it('fleet model reconnects each session once, after the outage', () => {
+    const random = new SeededRandom(1);
+    const draw = () => random.next();
+
+    for (const jitter of ['full', 'fixed'] as const) {
+      const outcome = simulateReconnect({ nodes: 500, sessionsPerNode: 2, jitter, outageMs: 10_000 }, STALLGUARD_DEFAULT_TIMINGS, draw);
+
+      expect(outcome.handshakesPerBin.reduce((sum, count) => sum + count, 0)).toBe(1000);
+      expect(outcome.handshakesPerBin.slice(0, 100).every((count) => count === 0)).toBe(true);
+      expect(outcome.failedDials).toBeGreaterThan(1000);
+    }
+  });
+
+  it('fleet model: full jitter spreads a late reconnect', () => {
+    const random = new SeededRandom(2);
+    const draw = () => random.next();
+    const run = { nodes: 1000, sessionsPerNode: 2, outageMs: 30_000 };
+
+    const full = simulateReconnect({ ...run, jitter: 'full' }, STALLGUARD_DEFAULT_TIMINGS, draw);
+    const fixed = simulateReconnect({ ...run, jitter: 'fixed' }, STALLGUARD_DEFAULT_TIMINGS, draw);
+
+    // Without jitter every session keeps the offset it got from its PING timing (under 1 s apart).
+    expect(fixed.reconnectedMs.all - fixed.handshakesPerBin.findIndex((count) => count > 0) * fixed.binMs).toBeLessThanOrEqual(1100);
+    // With full jitter the last backoff step (up to 5 s) spreads them further.
+    expect(full.reconnectedMs.all - full.reconnectedMs.p50).toBeGreaterThan(1000);
+  });
+
+  it('fleet model: idle PINGs are at least one per interval', () => {
+    const random = new SeededRandom(3);
+    const steady = simulateSteadyLoad(100, 2, STALLGUARD_DEFAULT_TIMINGS, () => random.next(), 60_000);
+
+    // shortenedInterval() shortens by up to 20 %, so the rate lies between 1 and 1.25 per interval.
+    expect(steady.pingsPerSecond).toBeGreaterThanOrEqual(200);
+    expect(steady.pingsPerSecond).toBeLessThanOrEqual(250);
+    expect(steady.probesPerSecond).toBeGreaterThanOrEqual(20);
+    expect(steady.probesPerSecond).toBeLessThanOrEqual(25);
+    expect(steady.pingFrameBytesPerSecond).toBe(Math.round(steady.pingsPerSecond * 34));
+  });
+
+  it('svg chart draws one line per series', () => {
+    const svg = renderLineChart({
+      title: 'a < b & c',
+      xLabel: 's',
+      yLabel: 'per s',
+      panels: [
+        { title: 'one', series: [{ name: 'x', color: '#000', points: [[0, 1], [1, 3]] }, { name: 'y', color: '#f00', points: [[0, 2], [1, 0]] }] },
+        { title: 'two', series: [{ name: 'x', color: '#000', points: [[0, 5]] }, { name: 'y', color: '#f00', points: [[0, 7]] }] },
+      ],
+    });
+
+    expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"')).toBe(true);
+    expect(svg.trimEnd().endsWith('</svg>')).toBe(true);
+    expect(svg.match(/<polyline /g)).toHaveLength(4);
+    expect(svg).toContain('a &lt; b &amp; c');
+    expect(niceCeiling(23_140)).toBe(50_000);
+    expect(niceCeiling(7)).toBe(10);
+  });
+
+  it('attachments reject an invalid extension', () => {
+    const dir = join(outDir, 'attachments');
+
+    expect(() => writeAttachments(dir, 'fleet', new Date(0), { json: '{}' })).toThrow('invalid attachment extension');
+    expect(() => writeAttachments(dir, 'fleet', new Date(0), { '../x': '' })).toThrow('invalid attachment extension');
+    expect(writeAttachments(dir, 'fleet', new Date(0), { svg: '<svg/>' })).toEqual({ svg: join(dir, 'fleet-1970-01-01T000000Z.svg') });
   });
 });
 
@@ -298,6 +509,133 @@ describe('bench command', () => {
     expectProcessesEnded(result.processes, ['nginx', 'haproxy', 'stallguard', 'h2load-one-stream-stallguard-1']);
   });
 
+  it('replica-blackhole --quick keeps the invariants', async (context) => {
+    requireToolsOrSkip(context, ['haproxy']);
+    const out = join(outDir, 'replica-blackhole');
+
+    const run = await runBench(['replica-blackhole', '--quick', '--seed', '7', '--out', out]);
+
+    const result = readOnlyResult(out, 'replica-blackhole', run.stderr);
+    expectMachineDescribed(result.machine);
+    expect(result.invariants).toEqual({
+      equalRequestCounts: true,
+      everyRequestEnded: true,
+      noDuplicatedWrites: true,
+      noLostWrites: true,
+      allProcessesEnded: true,
+    });
+    expect(run.status, tail(run.stderr)).toBe(0);
+
+    expect(result.repetitions).toHaveLength(1);
+    const repetition = result.repetitions[0];
+    expect(repetition.stallguardReplicasInUse).toContain(repetition.victim);
+    const paths = Object.values(repetition.paths) as BlackholePathResult[];
+    expect(paths).toHaveLength(2);
+    for (const path of paths) {
+      expect(path.requests).toEqual(paths[0]!.requests);
+      expect(path.requests['put-lease']).toBeGreaterThan(0);
+      expect(path.requests['patch-status']).toBeGreaterThan(0);
+      for (const writes of [path.leaseWrites, path.statusWrites]) {
+        expect(writes.duplicated).toBe(0);
+        expect(writes.lost).toBe(0);
+      }
+    }
+    expectProcessesEnded(result.processes, ['haproxy']);
+  });
+
+  it('footprint --quick keeps the invariants', async (context) => {
+    requireToolsOrSkip(context, ['haproxy']);
+    const out = join(outDir, 'footprint');
+
+    const run = await runBench(['footprint', '--quick', '--out', out]);
+
+    const result = readOnlyResult(out, 'footprint', run.stderr);
+    expect(result.invariants).toEqual({
+      everyRepetitionMeasured: true,
+      equalRequestCounts: true,
+      everyRequestSucceeded: true,
+      everyWatchStayedOpen: true,
+      noDuplicatedWrites: true,
+      noLostWrites: true,
+      allProcessesEnded: true,
+    });
+    expect(run.status, tail(run.stderr)).toBe(0);
+
+    const paths = result.repetitions[0].paths as Record<string, FootprintPathResult>;
+    expect(Object.keys(paths)).toEqual(['stallguard', 'haproxy']);
+    for (const path of Object.values(paths)) {
+      expect(path.watchesOpen).toBe(result.parameters.watches);
+      expect(path.idle.rssKiB).toBeGreaterThan(0);
+      expect(path.loaded.rssKiB).toBeGreaterThan(0);
+    }
+    const stallguard = (result.processes as ProcessRecordResult[]).find((entry) => entry.name === 'stallguard')!;
+    expect(stallguard.args).toContain('--config');
+    expectProcessesEnded(result.processes, ['stallguard', 'haproxy']);
+  });
+
+  it('scale --quick loses nothing', async (context) => {
+    requireToolsOrSkip(context, ['haproxy']);
+    const out = join(outDir, 'scale');
+
+    const run = await runBench(['scale', '--quick', '--out', out]);
+
+    const result = readOnlyResult(out, 'scale', run.stderr);
+    expect(result.invariants).toEqual({
+      equalRequestCounts: true,
+      everyWatchOpened: true,
+      everyWatchReceivedEveryEvent: true,
+      everyRequestAnswered: true,
+      noWatchEnded: true,
+      allProcessesEnded: true,
+    });
+    expect(run.status, tail(run.stderr)).toBe(0);
+
+    for (const path of Object.values(result.paths) as ScalePathResult[]) {
+      expect(path.watchesOpen).toBe(result.parameters.watches);
+      expect(path.events.map((event) => event.receivedBy)).toEqual([result.parameters.watches, result.parameters.watches]);
+      expect(path.burst.answered).toBe(result.parameters.burstRequests);
+    }
+    expectProcessesEnded(result.processes, ['stallguard', 'haproxy']);
+  });
+
+  it('fleet --quick keeps the invariants and writes the chart', async () => {
+    const out = join(outDir, 'fleet');
+
+    const run = await runBench(['fleet', '--quick', '--seed', '7', '--out', out]);
+
+    expect(run.status, tail(run.stderr)).toBe(0);
+    const files = readdirSync(out).sort();
+    expect(files).toHaveLength(2);
+    expect(files[1]).toBe(files[0]!.replace(/\.json$/, '.svg'));
+    const result = JSON.parse(readFileSync(join(out, files[0]!), 'utf8'));
+    expect(result.invariants).toEqual({
+      everyRunSimulated: true,
+      everySessionReconnectedOnce: true,
+      noHandshakeDuringOutage: true,
+      equalSessionCounts: true,
+      allProcessesEnded: true,
+    });
+    expect(result.attachments.svg).toBe(join(out, files[1]!));
+    expect(result.processes).toEqual([]);
+    expect(readFileSync(join(out, files[1]!), 'utf8')).toMatch(/^<svg [^>]*>[\s\S]*<polyline [\s\S]*<\/svg>\n$/);
+  });
+
+  it('profile --quick writes a profile with samples', async (context) => {
+    requireToolsOrSkip(context, ['h2load', 'nginx']);
+    const out = join(outDir, 'profile');
+
+    const run = await runBench(['profile', '--quick', '--out', out]);
+
+    const result = readOnlyResult(out, 'profile', run.stderr);
+    expect(result.invariants).toEqual({ everyRequestSucceeded: true, stallguardExitedCleanly: true, profileHasSamples: true, allProcessesEnded: true });
+    expect(run.status, tail(run.stderr)).toBe(0);
+    expect(result.profileFile).toMatch(new RegExp(`^${out}/tmp/stallguard-.*\\.cpuprofile$`));
+    expect(existsSync(result.profileFile)).toBe(true);
+    const stallguard = (result.processes as ProcessRecordResult[]).find((entry) => entry.name === 'stallguard')!;
+    expect(stallguard.args[0]).toBe('--cpu-prof');
+    expectProcessesEnded(result.processes, ['nginx', 'stallguard']);
+  });
+
   it('Ctrl-C stops HAProxy and exits 130', async (context) => {
     requireToolsOrSkip(context, ['haproxy']);
     const out = join(outDir, 'interrupted');
@@ -325,6 +663,24 @@ interface FailoverPathResult {
   failed: { get: number; put: number };
   writes: { acknowledged: number; appliedUnacknowledged: number; duplicated: number; lost: number };
   serverLeaseUpdates: number;
+}
+
+interface BlackholePathResult {
+  requests: Record<string, number>;
+  leaseWrites: { duplicated: number; lost: number };
+  statusWrites: { duplicated: number; lost: number };
+}
+
+interface FootprintPathResult {
+  watchesOpen: number;
+  idle: { rssKiB: number };
+  loaded: { rssKiB: number };
+}
+
+interface ScalePathResult {
+  watchesOpen: number;
+  events: Array<{ receivedBy: number }>;
+  burst: { answered: number };
 }
 
 interface LatencyRunResult {
@@ -387,7 +743,8 @@ function parseLogLine(line: string): Record<string, unknown> | undefined {
 }
 
 function readOnlyResult(dir: string, scenario: string, stderr: string): any {
-  const files = existsSync(dir) ? readdirSync(dir) : [];
+  // A scenario may keep other files beside its result (the profile keeps a tmp/ directory).
+  const files = (existsSync(dir) ? readdirSync(dir) : []).filter((name) => name.endsWith('.json'));
   expect(files, `no result file; the run's stderr ends with:\n${tail(stderr)}`).toHaveLength(1);
   expect(files[0]).toMatch(new RegExp(`^${scenario}-\\d{4}-\\d{2}-\\d{2}T\\d{6}Z\\.json$`));
   return JSON.parse(readFileSync(join(dir, files[0]!), 'utf8'));

@@ -105,6 +105,24 @@ describe('proxy core', () => {
     expect(stack.servers[0]!.requests.at(-1)!.path).toBe('/api/v1/nodes/n1');
   });
 
+  it('answers 400 to an absolute-form request target', async () => {
+    const before = stack.servers[0]!.requests.length;
+    const port = Number(new URL(stack.url).port);
+
+    const raw = await new Promise<string>((resolve, reject) => {
+      const socket = tls.connect({ host: '127.0.0.1', port, ...stack.clientTls, ALPNProtocols: ['http/1.1'] });
+      let received = '';
+      socket.on('secureConnect', () => socket.write('GET https://192.0.2.1:6443/api/v1/nodes HTTP/1.1\r\nHost: 192.0.2.1:6443\r\nConnection: close\r\n\r\n'));
+      socket.on('data', (chunk: Buffer) => (received += chunk.toString()));
+      socket.on('end', () => resolve(received));
+      socket.on('error', reject);
+    });
+
+    expect(raw).toMatch(/^HTTP\/1\.1 400/);
+    expect(raw).toContain('"reason":"BadRequest"');
+    expect(stack.servers[0]!.requests.length).toBe(before);
+  });
+
   it('answers 401 Status to a client with neither certificate nor token', async () => {
     const before = stack.servers[0]!.requests.length;
     const anonymous = await connectH2(stack.url, { ca: stack.clientTls.ca });
@@ -216,14 +234,12 @@ describe('proxy core shutdown', () => {
     const stack = await startStack();
     const session = await connectH2(stack.url, stack.clientTls);
 
-    const watchEnded = new Promise<string>((resolve) => {
-      const stream = session.request({ ':method': 'GET', ':path': '/api/v1/namespaces/default/pods?watch=1' });
-      stream.resume();
-      stream.on('close', () => resolve(`closed rst=${stream.rstCode}`));
-    });
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    const watch = session.request({ ':method': 'GET', ':path': '/api/v1/namespaces/default/pods?watch=1' });
+    watch.resume();
+    const watchEnded = new Promise<string>((resolve) => watch.on('close', () => resolve(`closed rst=${watch.rstCode}`)));
+    await new Promise((resolve) => watch.once('response', resolve));
     const slow = h2Request(session, { path: '/testbed/slow?ms=600' });
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await waitUntil(() => stack.servers[0]!.requests.some((r) => r.path.startsWith('/testbed/slow')), 3000);
 
     const closing = stack.stallguard.close();
 

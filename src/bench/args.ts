@@ -79,6 +79,7 @@ function parseSeed(raw: string): number {
 }
 
 export function buildBenchUsage(scenarios: ReadonlyArray<{ name: string; description: string }>): string {
+  const nameWidth = Math.max(8, ...scenarios.map((scenario) => scenario.name.length)) + 2;
   return [
     'Usage: npm run bench -- [scenario...] [--repeat N] [--quick] [--out DIR] [--seed N]',
     '',
@@ -87,14 +88,15 @@ export function buildBenchUsage(scenarios: ReadonlyArray<{ name: string; descrip
     '127.0.0.1 only and is stopped on exit, on an error and on Ctrl-C.',
     '',
     'Scenarios:',
-    ...scenarios.map((scenario) => `  ${scenario.name.padEnd(10)}${scenario.description}`),
+    ...scenarios.map((scenario) => `  ${scenario.name.padEnd(nameWidth)}${scenario.description}`),
     '',
     'Options:',
     "  --repeat N   repetitions per scenario (integer 1-1000); default: each scenario's own",
     '  --quick      tiny counts and scaled-down timeouts for a smoke test of a few seconds; its figures',
     '               check invariants only and are not comparable with a full run',
     `  --out DIR    directory for the result files; default: ${DEFAULT_OUT_DIR}`,
-    '  --seed N     seed of the random incident moments (integer), to replay a run; default: random',
+    '  --seed N     seed of the random draws (incident moments, the replica to blackhole, the fleet',
+    '               model\'s delays), an integer, to replay a run; default: random',
     '  --help       print this text',
     '',
   ].join('\n');

@@ -55,6 +55,7 @@ export function summarizePath(records: readonly RequestRecord[], switchAtMs: num
   };
 
   for (const record of records) {
+    // Only the failover scenario calls this, and its loop sends no status PATCH.
     const kind = record.kind === 'get-node' ? 'get' : 'put';
     outcome.requests[kind]++;
     if (record.ok === true) continue;
@@ -99,18 +100,22 @@ function longestLeaseGap(records: readonly RequestRecord[], switchAtMs: number, 
   return { ms: longest, censored: false };
 }
 
-/** Compares the client's lease PUTs with the renewal numbers found in the server's change history. */
-export function auditWrites(records: readonly RequestRecord[], appliedRenewals: readonly number[]): WriteAudit {
-  const puts = records.filter((record) => record.kind === 'put-lease');
-  const acknowledged = new Set(puts.filter((record) => record.ok === true).map((record) => record.renewal!));
-  const applied = new Set(appliedRenewals);
+/**
+ * Compares the client's writes of one kind (lease PUTs unless given) with the sequence numbers found
+ * in the server's change history.
+ */
+export function auditWrites(records: readonly RequestRecord[], appliedNumbers: readonly number[], kind: 'put-lease' | 'patch-status' = 'put-lease'): WriteAudit {
+  const writes = records.filter((record) => record.kind === kind);
+  const numberOf = (record: RequestRecord) => (kind === 'put-lease' ? record.renewal : record.statusUpdate)!;
+  const acknowledged = new Set(writes.filter((record) => record.ok === true).map(numberOf));
+  const applied = new Set(appliedNumbers);
 
   return {
     acknowledged: acknowledged.size,
-    appliedAtServer: appliedRenewals.length,
-    appliedUnacknowledged: [...applied].filter((renewal) => !acknowledged.has(renewal)).length,
-    duplicated: appliedRenewals.length - applied.size,
-    lost: [...acknowledged].filter((renewal) => !applied.has(renewal)).length,
+    appliedAtServer: appliedNumbers.length,
+    appliedUnacknowledged: [...applied].filter((number) => !acknowledged.has(number)).length,
+    duplicated: appliedNumbers.length - applied.size,
+    lost: [...acknowledged].filter((number) => !applied.has(number)).length,
   };
 }
 

@@ -92,7 +92,7 @@ export class FailoverTestbed {
         binary: options.haproxyBinary,
         dir: options.dir,
         frontendPem: joinPem(pki.server.certPem, pki.server.keyPem),
-        backend: { port: relay.port, caPath: pki.ca.certPath, clientPemPath: pki.nodeCombinedPath },
+        backend: { ports: [relay.port], caPath: pki.ca.certPath, clientPemPath: pki.nodeCombinedPath },
         timeoutServerMs: options.haproxyTimeoutServerMs,
       };
       const haproxy = await startHaproxy(options.supervisor, haproxyOptions);

@@ -1,8 +1,8 @@
 /**
  * HAProxy as the comparison proxy: it terminates the client's TLS (h2) and sends every request to
- * one backend server over TLS (h2), as an HTTP/2-aware load balancer on the node would. It runs as
- * a child process in the foreground (-db), listens on 127.0.0.1 only, and reports its backend
- * server's state through a stats socket in the run's temporary directory.
+ * one of its backend servers over TLS (h2), round robin, as an HTTP/2-aware load balancer on the
+ * node would. It runs as a child process in the foreground (-db), listens on 127.0.0.1 only, and
+ * reports its backend servers' states through a stats socket in the run's temporary directory.
  */
 import { writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -19,7 +19,8 @@ export interface HaproxyOptions {
   /** Frontend certificate chain followed by its key, PEM. */
   frontendPem: string;
   backend: {
-    port: number;
+    /** One backend server per port, named "api" when there is one and "api1", "api2", ... otherwise. */
+    ports: number[];
     /** CA bundle that verifies the backend's certificate. */
     caPath: string;
     /** Client certificate and key in one PEM file, presented to the backend. */
@@ -31,7 +32,7 @@ export interface HaproxyOptions {
   name?: string;
 }
 
-/** The backend server as `show stat` reports it. */
+/** One backend server as `show stat` reports it. */
 export interface HaproxyServerStat {
   /** UP, DOWN, MAINT, or a transition such as "UP 1/2". */
   status: string;
@@ -51,8 +52,16 @@ export interface RunningHaproxy {
   port: number;
   process: ManagedProcess;
   configPath: string;
-  serverStat(): Promise<HaproxyServerStat>;
+  /** Backend server names, in the order of `backend.ports`. */
+  serverNames: string[];
+  /** Returns the state of one backend server; the first one unless named. */
+  serverStat(server?: string): Promise<HaproxyServerStat>;
   stop(): Promise<void>;
+}
+
+/** Returns the backend server names for `count` servers. */
+export function haproxyServerNames(count: number): string[] {
+  return count === 1 ? ['api'] : Array.from({ length: count }, (_, index) => `api${index + 1}`);
 }
 
 /**
@@ -63,7 +72,9 @@ export interface RunningHaproxy {
  */
 export function renderHaproxyConfig(options: HaproxyOptions, frontendPort: number): string {
   const { backend } = options;
+  if (backend.ports.length === 0) throw new RangeError('HAProxy needs at least one backend port');
   const clientCert = backend.clientPemPath !== undefined ? ` crt ${backend.clientPemPath}` : '';
+  const names = haproxyServerNames(backend.ports.length);
   return [
     'global',
     // One thread, as stallguard has one event loop: the latency scenario compares one core each.
@@ -82,12 +93,15 @@ export function renderHaproxyConfig(options: HaproxyOptions, frontendPort: numbe
     '  default_backend apiserver',
     '',
     'backend apiserver',
-    `  server api 127.0.0.1:${backend.port} ssl verify required ca-file ${backend.caPath}${clientCert} alpn h2 check inter 1s fall 2 rise 1 on-marked-down shutdown-sessions`,
+    ...backend.ports.map(
+      (port, index) =>
+        `  server ${names[index]} 127.0.0.1:${port} ssl verify required ca-file ${backend.caPath}${clientCert} alpn h2 check inter 1s fall 2 rise 1 on-marked-down shutdown-sessions`,
+    ),
     '',
   ].join('\n');
 }
 
-/** Starts HAProxy and resolves once it listens and its health check has marked the server UP. */
+/** Starts HAProxy and resolves once it listens and its health checks have marked every server UP. */
 export async function startHaproxy(supervisor: ProcessSupervisor, options: HaproxyOptions): Promise<RunningHaproxy> {
   const port = await reserveLoopbackPort();
   const configPath = path.join(options.dir, 'haproxy.cfg');
@@ -97,41 +111,43 @@ export async function startHaproxy(supervisor: ProcessSupervisor, options: Hapro
   const name = options.name ?? 'haproxy';
   const process = supervisor.start(name, options.binary, ['-db', '-f', configPath]);
   const socketPath = path.join(options.dir, 'haproxy.sock');
-  const serverStat = () => readServerStat(socketPath);
+  const serverNames = haproxyServerNames(options.backend.ports.length);
+  const serverStat = (server = serverNames[0]!) => readServerStat(socketPath, server);
 
   try {
     await waitForListener(port, 5000, () => !process.running);
-    await waitForServerUp(serverStat, 5000);
+    await waitForServersUp(serverStat, serverNames, 5000);
   } catch (err) {
     await process.stop();
     throw new ChildProcessError(name, (err as Error).message, process.output());
   }
 
-  return { port, process, configPath, serverStat, stop: () => process.stop() };
+  return { port, process, configPath, serverNames, serverStat, stop: () => process.stop() };
 }
 
-/** Polls the stats socket until the server is UP; the socket itself may appear a moment after the listener. */
-async function waitForServerUp(serverStat: () => Promise<HaproxyServerStat>, timeoutMs: number): Promise<void> {
+/** Polls the stats socket until every server is UP; the socket itself may appear a moment after the listener. */
+export async function waitForServersUp(serverStat: (server: string) => Promise<HaproxyServerStat>, serverNames: readonly string[], timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last = 'no answer from the stats socket';
   while (Date.now() < deadline) {
     try {
-      const stat = await serverStat();
-      if (stat.status === 'UP') return;
-      last = `status ${stat.status}, check ${stat.checkStatus}`;
+      const stats = await Promise.all(serverNames.map((server) => serverStat(server)));
+      const down = stats.map((stat, index) => ({ server: serverNames[index]!, stat })).filter((entry) => entry.stat.status !== 'UP');
+      if (down.length === 0) return;
+      last = down.map((entry) => `${entry.server}: status ${entry.stat.status}, check ${entry.stat.checkStatus}`).join('; ');
     } catch (err) {
       last = (err as Error).message;
     }
     await sleep(100);
   }
-  throw new Error(`the backend server was not UP within ${timeoutMs}ms (last: ${last})`);
+  throw new Error(`the backend servers were not all UP within ${timeoutMs}ms (last: ${last})`);
 }
 
-/** Sends `show stat` to the stats socket and returns the row of backend server "api". */
-export async function readServerStat(socketPath: string): Promise<HaproxyServerStat> {
+/** Sends `show stat` to the stats socket and returns the row of one server of backend "apiserver". */
+export async function readServerStat(socketPath: string, server = 'api'): Promise<HaproxyServerStat> {
   const csv = await statsCommand(socketPath, 'show stat');
-  const row = parseShowStat(csv).find((entry) => entry.pxname === 'apiserver' && entry.svname === 'api');
-  if (row === undefined) throw new Error(`show stat on ${socketPath} has no row for server apiserver/api`);
+  const row = parseShowStat(csv).find((entry) => entry.pxname === 'apiserver' && entry.svname === server);
+  if (row === undefined) throw new Error(`show stat on ${socketPath} has no row for server apiserver/${server}`);
 
   return {
     status: row.status ?? '',

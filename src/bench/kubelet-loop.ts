@@ -1,18 +1,20 @@
 /**
- * A kubelet-like request loop on one client: on every tick it GETs its Node, and on every
- * `leaseEveryTicks`-th tick it renews its Lease with a PUT. Requests are fired on the tick whether
- * or not earlier ones have finished, as kubelet's status and lease loops run independently of
- * its other requests, so every path of a run sends the same requests at the same moments.
+ * A kubelet-like request loop on one client: on every tick it GETs its Node, on every
+ * `leaseEveryTicks`-th tick it renews its Lease with a PUT, and, when `statusEveryTicks` is set,
+ * it patches the status of its Node halfway between two renewals. Requests are fired on the tick
+ * whether or not earlier ones have finished, as kubelet's status and lease loops run independently
+ * of its other requests, so every path of a run sends the same requests at the same moments.
  *
- * Each lease PUT carries a renewal number in an annotation, so the server's change history shows
- * exactly which renewals were applied, and how often.
+ * Each lease PUT and status PATCH carries a sequence number in an annotation, so the server's
+ * change history shows exactly which writes were applied, and how often.
  */
 import type { BenchClient } from './clients/types.js';
 
 export const LEASE_NAMESPACE = 'kube-node-lease';
 export const RENEWAL_ANNOTATION = 'bench.stallguard.io/renewal';
+export const STATUS_UPDATE_ANNOTATION = 'bench.stallguard.io/status-update';
 
-export type RequestKind = 'get-node' | 'put-lease';
+export type RequestKind = 'get-node' | 'put-lease' | 'patch-status';
 
 /** One request as the loop saw it; times are ms on the repetition's monotonic clock. */
 export interface RequestRecord {
@@ -27,11 +29,15 @@ export interface RequestRecord {
   error?: string;
   /** Renewal number of a lease PUT. */
   renewal?: number;
+  /** Sequence number of a node status PATCH. */
+  statusUpdate?: number;
 }
 
 export interface LoopSchedule {
   tickMs: number;
   leaseEveryTicks: number;
+  /** Ticks between two node status PATCHes, sent on the ticks halfway between lease renewals; none when unset. */
+  statusEveryTicks?: number;
   requestTimeoutMs: number;
 }
 
@@ -39,7 +45,9 @@ export class KubeletLoop {
   readonly records: RequestRecord[] = [];
   readonly #pending = new Set<Promise<void>>();
   #renewals = 0;
+  #statusUpdates = 0;
 
+  /** `leaseName` also names the Node whose status is patched, as kubelet's Lease and Node share the node's name. */
   constructor(
     private readonly client: BenchClient,
     private readonly leaseName: string,
@@ -60,6 +68,20 @@ export class KubeletLoop {
           path: `/apis/coordination.k8s.io/v1/namespaces/${LEASE_NAMESPACE}/leases/${this.leaseName}`,
           headers: { 'content-type': 'application/json' },
           body: JSON.stringify(leaseBody(this.leaseName, renewal)),
+        },
+      );
+    }
+
+    const statusEvery = this.schedule.statusEveryTicks;
+    if (statusEvery !== undefined && index % statusEvery === Math.floor(statusEvery / 2)) {
+      const statusUpdate = ++this.#statusUpdates;
+      this.#send(
+        { kind: 'patch-status', tick: index, sentAtMs: this.now(), statusUpdate },
+        {
+          method: 'PATCH',
+          path: `/api/v1/nodes/${this.leaseName}/status`,
+          headers: { 'content-type': 'application/strategic-merge-patch+json' },
+          body: JSON.stringify(nodeStatusPatch(statusUpdate)),
         },
       );
     }
@@ -103,5 +125,27 @@ export function leaseBody(name: string, renewal: number): object {
     kind: 'Lease',
     metadata: { name, namespace: LEASE_NAMESPACE, annotations: { [RENEWAL_ANNOTATION]: String(renewal) } },
     spec: { holderIdentity: 'n1', leaseDurationSeconds: 40, renewTime: new Date().toISOString() },
+  };
+}
+
+/**
+ * Builds a node status PATCH as kubelet sends it: the Ready condition with a new heartbeat time.
+ * It has no resourceVersion, as kubelet's status patch has none, so it applies unconditionally.
+ */
+export function nodeStatusPatch(statusUpdate: number): object {
+  const now = new Date().toISOString();
+  return {
+    metadata: { annotations: { [STATUS_UPDATE_ANNOTATION]: String(statusUpdate) } },
+    status: { conditions: [{ type: 'Ready', status: 'True', reason: 'KubeletReady', lastHeartbeatTime: now, lastTransitionTime: now }] },
+  };
+}
+
+/** Builds the Node object a loop patches, created before the first PATCH. */
+export function nodeObject(name: string): { apiVersion: string; kind: string; metadata: { name: string; labels: Record<string, string> }; status: object } {
+  return {
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: { name, labels: { 'kubernetes.io/hostname': name } },
+    status: { conditions: [{ type: 'Ready', status: 'True', reason: 'KubeletReady' }] },
   };
 }

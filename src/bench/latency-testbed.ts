@@ -66,7 +66,7 @@ export class LatencyTestbed {
       binary: options.haproxyBinary,
       dir: options.dir,
       frontendPem: joinPem(pki.server.certPem, pki.server.keyPem),
-      backend: { port: nginx.port, caPath: pki.ca.certPath },
+      backend: { ports: [nginx.port], caPath: pki.ca.certPath },
       timeoutServerMs: 20_000,
     });
     return new LatencyTestbed(supervisor, nginx, haproxy, stallguard, stallguardOptions);

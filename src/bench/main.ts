@@ -14,9 +14,14 @@ import { ProcessSupervisor } from './processes.js';
 import { runBenchmarks } from './runner.js';
 import { TemporaryDirectories } from './temp-dirs.js';
 import { failoverScenario } from './scenarios/failover.js';
+import { fleetScenario } from './scenarios/fleet.js';
+import { footprintScenario } from './scenarios/footprint.js';
 import { latencyScenario } from './scenarios/latency.js';
+import { profileScenario } from './scenarios/profile.js';
+import { replicaBlackholeScenario } from './scenarios/replica-blackhole.js';
+import { scaleScenario } from './scenarios/scale.js';
 
-const SCENARIOS = [failoverScenario, latencyScenario];
+const SCENARIOS = [failoverScenario, latencyScenario, profileScenario, replicaBlackholeScenario, footprintScenario, scaleScenario, fleetScenario];
 const EXIT_STATUS = { invariantFailed: 1, usage: 2, SIGINT: 130, SIGTERM: 143 } as const;
 
 async function main(argv: string[]): Promise<number> {

@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import type { BenchOptions } from './args.js';
 import { describeMachine } from './machine.js';
 import type { ProcessSupervisor } from './processes.js';
-import { writeResult } from './results.js';
+import { writeAttachments, writeResult } from './results.js';
 import type { Scenario } from './scenario.js';
 import type { TemporaryDirectories } from './temp-dirs.js';
 
@@ -63,6 +63,7 @@ async function runScenario(
       supervisor: deps.supervisor,
       log,
       dir,
+      outDir: options.out,
     });
   } finally {
     await deps.supervisor.stopAll();
@@ -71,6 +72,8 @@ async function runScenario(
 
   const processes = deps.supervisor.records.slice(firstProcess);
   const invariants = { ...report.invariants, allProcessesEnded: processes.every((process) => process.ended) };
+  const { attachments, ...sections } = report;
+  const attachmentFiles = attachments === undefined ? undefined : writeAttachments(options.out, scenario.name, startedAt, attachments);
   const file = writeResult(options.out, scenario.name, startedAt, {
     scenario: scenario.name,
     command: deps.command,
@@ -79,8 +82,9 @@ async function runScenario(
     quick: options.quick,
     seed: options.seed,
     machine,
-    ...report,
+    ...sections,
     invariants,
+    attachments: attachmentFiles,
     processes,
   });
 

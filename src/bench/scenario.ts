@@ -14,6 +14,8 @@ export interface ScenarioContext {
   log: Logger;
   /** A private temporary directory, removed after the scenario. */
   dir: string;
+  /** The directory of the result files, for files a scenario keeps beside them (a CPU profile). */
+  outDir: string;
 }
 
 /** A scenario's result: its parameters, raw figures and summary, stored in the result file as they are. */
@@ -21,6 +23,11 @@ export interface ScenarioReport {
   parameters: Record<string, unknown>;
   /** Checks that hold whatever the machine's speed; the runner fails the run when one is false. */
   invariants: Record<string, boolean>;
+  /**
+   * Text files to write beside the result, by file extension (`svg` becomes
+   * <scenario>-<UTC date and time>.svg). The result file lists their paths instead of their text.
+   */
+  attachments?: Record<string, string>;
   [section: string]: unknown;
 }
 

@@ -6,6 +6,7 @@ import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics/metrics.js';
 import type { DownstreamRequest, DownstreamResponse } from '../proxy/respond.js';
+import { RepeatLimiter } from '../log/logger.js';
 import { hasPeerCertificate } from './admission.js';
 
 export interface RequestHandlers {
@@ -34,6 +35,7 @@ const DOWNSTREAM_MAX_CONCURRENT_STREAMS = 1000;
  */
 export function createTlsListener(options: TlsListenerOptions): http2.Http2SecureServer {
   const { log, metrics, handlers } = options;
+  const rejections = new RepeatLimiter();
 
   const server = http2.createSecureServer({
     allowHTTP1: true,
@@ -54,7 +56,10 @@ export function createTlsListener(options: TlsListenerOptions): http2.Http2Secur
     const protocol = socket.alpnProtocol === 'h2' ? 'h2' : 'http/1.1';
     if (hasPeerCertificate(socket) && !socket.authorized) {
       metrics.downstreamConnections.inc({ protocol, tls: 'rejected' });
-      log.warn({ peer: peerAddress(socket), reason: String(socket.authorizationError) }, 'client certificate rejected');
+      // A client retries with the same bad certificate; the reason is logged at powers of two.
+      const reason = String(socket.authorizationError);
+      const decision = rejections.record(reason);
+      if (decision.log) log.warn({ peer: peerAddress(socket), reason, occurrence: decision.occurrence, suppressed: decision.suppressed }, 'client certificate rejected');
       socket.destroy();
       return;
     }

@@ -48,7 +48,7 @@ export const PREDECLARED_RETRY_REASONS: readonly string[] = ['ping_timeout', 're
 export const WATCH_END_REASONS: readonly string[] = ['upstream', 'client', 'session_lost', 'shutdown'];
 
 /** Reasons stallguard responds to a request itself; each has a series at 0 from startup. */
-export const REJECT_REASONS: readonly string[] = ['unauthenticated', 'forbidden', 'no_endpoint', 'retries_exhausted'];
+export const REJECT_REASONS: readonly string[] = ['unauthenticated', 'forbidden', 'no_endpoint', 'retries_exhausted', 'bad_request'];
 
 /** Roles of the certificates stallguard loads, as the `role` label of the expiry gauge. */
 export type CertificateRole = 'upstream-client' | 'upstream-ca' | 'listen-serving' | 'listen-client-ca';

@@ -198,7 +198,9 @@ export class UpstreamSession {
     this.closeReason = reason;
     this.#stopHealth();
     this.#transition('closed', reason);
-    this.#log.warn({ reason, silentMs, streams: this.#tenants.size, err: err.message }, 'session evicted');
+    // Closing every session at shutdown is expected, not a fault worth a warning.
+    const level = reason === 'shutdown' ? 'info' : 'warn';
+    this.#log[level]({ reason, silentMs, streams: this.#tenants.size, err: err.message }, 'session evicted');
 
     const tenants = [...this.#tenants];
     this.#tenants.clear();
