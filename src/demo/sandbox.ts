@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FakeApiServer } from '../testbed/fake-apiserver.js';
@@ -11,8 +12,13 @@ import { createTestPki } from '../testbed/pki.js';
  * with a kubeconfig for kubectl, so a new user can try stallguard without a cluster. Everything
  * lives in ./sandbox/ and ends on Ctrl-C.
  */
-const LISTEN = process.env.SANDBOX_LISTEN ?? '127.0.0.1:7446';
-const METRICS = process.env.SANDBOX_METRICS ?? '127.0.0.1:9464';
+const LISTEN = hostPort(process.env.SANDBOX_LISTEN ?? '7446');
+const METRICS = hostPort(process.env.SANDBOX_METRICS ?? '9464');
+
+/** Accepts a port or host:port; a bare port listens on 127.0.0.1. */
+function hostPort(value: string): string {
+  return /^\d+$/.test(value) ? `127.0.0.1:${value}` : value;
+}
 
 async function main(): Promise<void> {
   const dir = path.resolve('sandbox');
@@ -62,15 +68,37 @@ async function main(): Promise<void> {
     void apiserver.close().then(() => process.exit(code ?? 1));
   });
 
+  await waitForPort(LISTEN, child);
+
   console.log(`fake API server:  ${apiserver.url}`);
   console.log(`stallguard:       https://${LISTEN} (config ${configPath}, log ${logPath})`);
   console.log(`metrics:          http://${METRICS}/metrics  /readyz  /state`);
   console.log('');
   console.log('Try:');
   console.log(`  kubectl --kubeconfig ${kubeconfigPath} get nodes`);
+  console.log(`  kubectl --kubeconfig ${kubeconfigPath} run demo --image=busybox   # creates a pod the watch below shows`);
   console.log(`  kubectl --kubeconfig ${kubeconfigPath} get pods --watch`);
   console.log(`  curl -s http://${METRICS}/state`);
   console.log('Ctrl-C stops everything.');
+}
+
+/** Resolves once stallguard accepts connections; rejects when it exits first or after 15 s. */
+async function waitForPort(address: string, child: ReturnType<typeof spawn>): Promise<void> {
+  const [host, port] = [address.slice(0, address.lastIndexOf(':')).replace(/^\[|\]$/g, ''), Number(address.slice(address.lastIndexOf(':') + 1))];
+  const deadline = Date.now() + 15_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`stallguard exited with code ${child.exitCode} before it listened on ${address}`);
+    const open = await new Promise<boolean>((resolve) => {
+      const socket = net.connect({ host, port }, () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.on('error', () => resolve(false));
+    });
+    if (open) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`stallguard did not listen on ${address} within 15 s`);
 }
 
 function kubeconfig(server: string, caPath: string, certPath: string, keyPath: string): string {
