@@ -77,6 +77,6 @@ export function buildUsage(): string {
     '      the configuration stallguard runs with; default: the built-in defaults.',
   );
 
-  lines.push('', 'Exit status: 0 on success, 1 on an invalid configuration, a failed start or an unreachable stallguard (status), 2 on a usage error.');
+  lines.push('', 'Exit status: 0 on success; 1 on an invalid configuration (unknown options of run and check-config included, since options are configuration keys), a failed start or an unreachable stallguard (status); 2 on an unknown command or a usage error of status and kubeconfig.');
   return `${lines.join('\n')}\n`;
 }
