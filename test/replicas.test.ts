@@ -180,6 +180,24 @@ describe('several replicas', () => {
     expect(await counterValue(stack.stallguard.metrics, 'retries')).toBe(0);
   });
 
+  it('dials a cold replica when the warm ones are full', async () => {
+    stack = await startStack({
+      replicas: 3,
+      topology: 'direct',
+      maxConcurrentStreams: 5,
+      config: { upstream: { warmEndpoints: 2, maxSessionsPerEndpoint: 2 }, retry: { budgetMs: 3000 } },
+    });
+    session = await connectH2(stack.url, stack.clientTls);
+    await waitFor(() => stack!.stallguard.pool.snapshot().filter((endpoint) => endpoint.state === 'ready').length === 2, 3000, 'two warm replicas');
+
+    // Two warm replicas hold 2 sessions of 5 streams each: 20 watches fill them.
+    const watches = await Promise.all(Array.from({ length: 25 }, () => openWatch(session!)));
+    for (const watch of watches) watch.close();
+
+    expect(watches.map((watch) => watch.status)).toEqual(Array(25).fill(200));
+    expect(stack.stallguard.pool.snapshot().filter((endpoint) => endpoint.sessions.length > 0)).toHaveLength(3);
+  });
+
   it('serves 300 watches through one stallguard', async () => {
     stack = await startStack({ replicas: 1, topology: 'direct' });
     session = await connectH2(stack.url, stack.clientTls);

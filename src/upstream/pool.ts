@@ -313,14 +313,16 @@ export class UpstreamPool {
    * limit and no more may be opened, waits for a slot until the request's deadline.
    */
   #waitForCapacity(options: AcquireOptions): Promise<UpstreamSession> | undefined {
-    const ready = this.#servingEntries().filter((entry) => entry.health.state === 'ready');
-    const saturated =
-      ready.length > 0 &&
-      ready.every((entry) => {
-        const group = entry.group(options.identity);
-        const open = group.open;
-        return open.length >= this.#options.maxSessionsPerEndpoint && open.every((session) => !session.available || options.exclude.has(session));
-      });
+    // Waiting is right only when nothing can be dialled: an endpoint still connecting (one that is
+    // not warm, say) or a ready one below the session cap takes the request sooner.
+    const usable = this.#servingEntries().filter((entry) => entry.health.state === 'ready' || entry.health.state === 'connecting');
+    const full = (entry: EndpointEntry): boolean => {
+      const group = entry.group(options.identity);
+      if (entry.health.state === 'connecting') return group.dialing === undefined && group.nextDialAt - Date.now() > this.#options.connectTimeoutMs;
+      const open = group.open;
+      return open.length >= this.#options.maxSessionsPerEndpoint && open.every((session) => !session.available || options.exclude.has(session));
+    };
+    const saturated = usable.some((entry) => entry.health.state === 'ready') && usable.every(full);
     if (!saturated) return undefined;
 
     return new Promise<UpstreamSession>((resolve, reject) => {
