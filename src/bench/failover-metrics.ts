@@ -28,17 +28,17 @@ export interface PathOutcome {
   leaseGapCensored: boolean;
 }
 
-/** Lease renewals as the client saw them against what the server applied. */
+/** Numbered writes (lease renewals or status updates) as the client saw them against what the server applied. */
 export interface WriteAudit {
-  /** PUTs that received 200. */
+  /** Writes that received 200. */
   acknowledged: number;
-  /** Renewals the server applied (one per change in its history, duplicates included). */
+  /** Writes the server applied (one per change in its history, duplicates included). */
   appliedAtServer: number;
-  /** Renewals the server applied whose client saw a failure: the outcome the client could not know. */
+  /** Writes the server applied whose client saw a failure: the outcome the client could not know. */
   appliedUnacknowledged: number;
-  /** Renewals applied more than once; must be 0. */
+  /** Writes applied more than once; must be 0. */
   duplicated: number;
-  /** Renewals acknowledged to the client that the server never applied; must be 0. */
+  /** Writes acknowledged to the client that the server never applied; must be 0. */
   lost: number;
 }
 

@@ -1,7 +1,7 @@
 /**
- * A kubelet-like request loop on one client: on every tick it GETs its Node, on every
- * `leaseEveryTicks`-th tick it renews its Lease with a PUT, and, when `statusEveryTicks` is set,
- * it patches the status of its Node halfway between two renewals. Requests are fired on the tick
+ * A kubelet-like request loop on one client. On every tick it GETs its Node, and on every
+ * `leaseEveryTicks`-th tick it renews its Lease with a PUT. When `statusEveryTicks` is set, it also
+ * patches the status of its Node halfway between two renewals. Requests are fired on the tick
  * whether or not earlier ones have finished, as kubelet's status and lease loops run independently
  * of its other requests, so every path of a run sends the same requests at the same moments.
  *

@@ -100,7 +100,7 @@ export class ProcessTestbed {
     return path === 'stallguard' ? { ca, cert: this.pki.node.certPem, key: this.pki.node.keyPem } : { ca };
   }
 
-  /** The process id of a proxy, for /proc. */
+  /** Returns the process id of a proxy, for reading /proc. */
   pid(path: ProxyPath): number {
     const pid = path === 'stallguard' ? this.stallguard.process.pid : this.haproxy.process.pid;
     if (pid === undefined) throw new Error(`${path} has no process id`);

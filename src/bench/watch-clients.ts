@@ -146,7 +146,7 @@ export class WatchFleet {
       stream.once('close', () => {
         watch.ended = true;
         if (watch.status === undefined) resolve('closed before its response headers');
-        // A failed watch's body is a Kubernetes Status; its message says why.
+        // A failed watch's body is a Kubernetes Status, whose message gives the reason.
         else if (watch.status !== 200) resolve(`${watch.status}: ${statusMessage(watch.buffered)}`);
       });
     });

@@ -107,9 +107,9 @@ export const fleetScenario: Scenario = {
 };
 
 /**
- * Checks what the model must keep whatever its figures: every session reconnects exactly once,
- * none reaches an API server while the balancer is out, and both jitter modes reconnect the same
- * sessions.
+ * Checks what the model must keep whatever its figures: the time series counts every session
+ * exactly once, its first handshake falls in or after the bin where the outage ends, and both
+ * jitter modes count the same number of sessions.
  */
 export function checkFleetInvariants(outcomes: readonly ReconnectOutcome[], parameters: FleetParameters): Record<string, boolean> {
   const handshakes = (outcome: ReconnectOutcome) => outcome.handshakesPerBin.reduce((sum, count) => sum + count, 0);

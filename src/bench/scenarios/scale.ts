@@ -3,7 +3,7 @@
  * one after the other, in front of the same three replicas that share their state) gets:
  * 1. 2,000 concurrent watches of ConfigMaps, over client sessions of 100 watches each;
  * 2. one ConfigMap created, whose ADDED event every watch must receive;
- * 3. a burst of 1,000 GET requests sent at once, every one of which must be answered with 200;
+ * 3. a burst of 1,000 GET requests sent at once, every one of which must get a 200 response;
  * 4. a second ConfigMap, which every watch must still receive after the burst.
  * The fake replicas advertise 100 concurrent streams per session, so 2,000 watches need at least
  * 20 upstream sessions. stallguard opens at most upstream.maxSessionsPerEndpoint (8) per replica.
@@ -166,7 +166,7 @@ async function runPath(testbed: ProcessTestbed, path: ProxyPath, parameters: Sca
       sessions: parameters.burstSessions,
       timeoutMs: parameters.requestTimeoutMs,
     });
-    log.info({ path, answered: burst.answered, durationMs: burst.durationMs, p99Ms: burst.latencyMs.p99, failureCauses: burst.failureCauses }, 'burst answered');
+    log.info({ path, answered: burst.answered, durationMs: burst.durationMs, p99Ms: burst.latencyMs.p99, failureCauses: burst.failureCauses }, 'burst completed');
     events.push(await postEvent(testbed, fleet, `scale-${path}-after-burst`, parameters));
 
     if (signal.aborted) throw signal.reason;
