@@ -105,6 +105,21 @@ describe('proxy core', () => {
     expect(stack.servers[0]!.requests.at(-1)!.path).toBe('/api/v1/nodes/n1');
   });
 
+  it('drops hop-by-hop headers and keeps the others', async () => {
+    const response = await h1Request(stack.url, stack.clientTls, {
+      path: '/testbed/whoami',
+      headers: { connection: 'keep-alive, x-per-hop', 'x-per-hop': 'drop me', 'keep-alive': 'timeout=5', 'proxy-connection': 'keep-alive', 'x-end-to-end': 'keep me', te: 'trailers' },
+    });
+
+    const seen = JSON.parse(response.body.toString()).headers as Record<string, string[]>;
+    expect(seen['x-end-to-end']).toEqual(['keep me']);
+    expect(seen['te']).toEqual(['trailers']);
+    expect(seen['x-per-hop']).toBeUndefined();
+    expect(seen['keep-alive']).toBeUndefined();
+    expect(seen['proxy-connection']).toBeUndefined();
+    expect(seen['connection']).toBeUndefined();
+  });
+
   it('answers 400 to an absolute-form request target', async () => {
     const before = stack.servers[0]!.requests.length;
     const port = Number(new URL(stack.url).port);
