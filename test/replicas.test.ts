@@ -2,7 +2,7 @@ import http2 from 'node:http2';
 import { afterEach, describe, expect, it } from 'vitest';
 import { connectH2, h2Request } from '../src/testbed/client.js';
 import { startStack, type ConfigOverrides, type Stack } from '../src/testbed/stack.js';
-import { startKubeletLoad } from './helpers/load.js';
+import { expectOnlyUnknownOutcomeWrites, startKubeletLoad } from './helpers/load.js';
 import { counterValue } from './helpers/metrics.js';
 import { sleep, waitFor } from './helpers/wait.js';
 
@@ -45,7 +45,7 @@ describe('several replicas', () => {
 
     expect(detectedMs).toBeLessThan(DETECTION_MS);
     expect(report.gets.failed).toEqual([]);
-    expect(report.leaseRenewals.failed).toEqual([]);
+    expectOnlyUnknownOutcomeWrites(report.leaseRenewals.failed);
     expect(report.leaseRenewals.longestGapMs).toBeLessThan(10_000);
     expect(stack.servers[0]!.requests.length).toBe(before);
     expect(await counterValue(stack.stallguard.metrics, 'sessionsEvicted', { reason: 'ping_timeout' })).toBeGreaterThanOrEqual(1);
@@ -63,7 +63,7 @@ describe('several replicas', () => {
     const report = await load.stop();
 
     expect(report.gets.failed).toEqual([]);
-    expect(report.leaseRenewals.failed).toEqual([]);
+    expectOnlyUnknownOutcomeWrites(report.leaseRenewals.failed);
   });
 
   it('takes a replica whose /readyz fails out of rotation and back', async () => {
@@ -120,8 +120,12 @@ describe('several replicas', () => {
 
   it('resends a 429 from a shutting-down replica once, to another', async () => {
     const { stack, client } = await startReplicas();
+    // Slower paths to the other two make replica 0 the preferred one, so the load reaches it.
+    stack.relays[1]!.delay(20);
+    stack.relays[2]!.delay(20);
     const load = startKubeletLoad(client);
-    await sleep(300);
+    const apiRequests = () => stack.servers[0]!.requests.filter((r) => r.path.startsWith('/api')).length;
+    await waitFor(() => apiRequests() >= 3, 5000, 'the load to reach replica 0');
 
     // kube-apiserver's graceful shutdown: /readyz fails, new requests get 429 and every
     // response is followed by GOAWAY.
