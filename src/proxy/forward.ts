@@ -35,7 +35,7 @@ export interface ForwardContext {
 }
 
 /**
- * How one attempt on one session ended:
+ * The outcome of one attempt on one session:
  * - `done`: the response went to the client in full, or the client left;
  * - `unprocessed`: the server provably never processed the request (no stream was opened, it was
  *   refused with REFUSED_STREAM, or it lies above a GOAWAY's last stream id): any method may retry;
@@ -50,8 +50,8 @@ type AttemptOutcome =
 /**
  * Forwards one client request over the pool, retrying on another session what is safe to retry.
  * A write (any method other than GET, HEAD, OPTIONS) is sent only on a session that read a frame
- * within health.writeFreshness, and is replayed only when the server provably did not process it,
- * so it is never applied twice and never dropped without an error to the client.
+ * within health.writeFreshness. It is replayed only when the server provably did not process it,
+ * so it is never applied twice, and it never fails without an error to the client.
  */
 export class ForwardedRequest {
   readonly #ctx: ForwardContext;

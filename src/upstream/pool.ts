@@ -177,8 +177,8 @@ export class UpstreamPool {
   async acquire(options: AcquireOptions): Promise<UpstreamSession> {
     const reasons: string[] = [];
 
-    // Each round either returns a session or dials; a dial that yields a session already filled by
-    // other waiting requests (a burst of watches) earns another round while more may be opened.
+    // Each round either returns a session or dials. A dial can yield a session that other waiting
+    // requests (a burst of watches) filled at once, so it earns another round while more may open.
     for (let round = 0; round < this.#options.maxSessionsPerEndpoint + 1; round++) {
       const best = this.#pickReady(options);
       if (best !== undefined) return best;
@@ -224,7 +224,7 @@ export class UpstreamPool {
     return this.#entries.some((entry) => !entry.removed && entry.health.state === 'ready');
   }
 
-  /** A point-in-time view of every endpoint and its sessions, for /state and metrics. */
+  /** Returns a point-in-time view of every endpoint and its sessions, for /state and metrics. */
   snapshot(): EndpointSnapshot[] {
     return this.#entries.map((entry) => {
       const health = entry.health;
