@@ -9,6 +9,7 @@
 import path from 'node:path';
 import { sleep, throwIfAborted } from '../abort.js';
 import { runH2load, type H2loadResult } from '../h2load.js';
+import { runPacedLoad } from '../paced-client.js';
 import { buildNodeObject } from '../kube-objects.js';
 import { LatencyTestbed, type LatencyPath } from '../latency-testbed.js';
 import type { Scenario, ScenarioContext, ScenarioReport } from '../scenario.js';
@@ -25,6 +26,10 @@ export interface LoadLevel {
   clients: number;
   /** h2load -m: concurrent streams per connection. */
   streams: number;
+  /** Which document the load requests: the Node object (default) or a NodeList of about 100 KiB. */
+  document?: 'node' | 'list';
+  /** Requests per second for a paced load (our own client, one connection); h2load otherwise. */
+  ratePerSecond?: number;
 }
 
 export interface LatencyParameters {
@@ -49,6 +54,8 @@ export const FULL_LATENCY_PARAMETERS: LatencyParameters = {
   loads: [
     { name: 'one-stream', requests: 2000, clients: 1, streams: 1 },
     { name: 'multiplexed', requests: 20_000, clients: 1, streams: 32 },
+    { name: 'list-100k', requests: 1000, clients: 1, streams: 1, document: 'list' },
+    { name: 'paced-100rps', requests: 500, clients: 1, streams: 1, ratePerSecond: 100 },
   ],
   warmUpRequests: 1000,
   nodeImages: 40,
@@ -59,12 +66,18 @@ export const QUICK_LATENCY_PARAMETERS: LatencyParameters = {
   loads: [
     { name: 'one-stream', requests: 50, clients: 1, streams: 1 },
     { name: 'multiplexed', requests: 200, clients: 1, streams: 8 },
+    { name: 'list-100k', requests: 20, clients: 1, streams: 1, document: 'list' },
+    { name: 'paced-100rps', requests: 20, clients: 1, streams: 1, ratePerSecond: 100 },
   ],
   warmUpRequests: 20,
   nodeImages: 40,
 };
 
 const NODE_PATH = '/api/v1/nodes/n1';
+// nginx serves files, and /api/v1/nodes is the directory of the Node object, so the list lives apart.
+const LIST_PATH = '/lists/nodes';
+/** Nodes in the served NodeList: ten Node objects of about 10 KiB make a list of about 100 KiB. */
+const LIST_NODES = 10;
 const STALLGUARD_EXIT_GRACE_MS = 200;
 // stallguard admits a request only with a client certificate or a bearer token, and h2load sends
 // no certificate. Every path gets the same header, so all carry the same bytes, and nginx ignores it.
@@ -105,19 +118,25 @@ export const latencyScenario: Scenario = {
     const base = context.quick ? QUICK_LATENCY_PARAMETERS : FULL_LATENCY_PARAMETERS;
     const parameters: LatencyParameters = { ...base, repetitions: context.repeat ?? base.repetitions };
     const nodeJson = JSON.stringify(buildNodeObject('n1', parameters.nodeImages));
+    const listJson = JSON.stringify({
+      kind: 'NodeList',
+      apiVersion: 'v1',
+      metadata: { resourceVersion: '1' },
+      items: Array.from({ length: LIST_NODES }, (_, index) => buildNodeObject(`n${index + 1}`, parameters.nodeImages)),
+    });
 
     const testbed = await LatencyTestbed.start(context.supervisor, {
       dir: context.dir,
       nginxBinary: tools.nginx,
       haproxyBinary: tools.haproxy,
-      documents: { [NODE_PATH]: nodeJson },
+      documents: { [NODE_PATH]: nodeJson, [LIST_PATH]: listJson },
     });
     const runs: LatencyRun[] = [];
 
     const load = async (level: LoadLevel, pathName: LatencyPath, requests: number, name: string): Promise<H2loadResult> => {
       const options = {
         binary: tools.h2load,
-        url: `${testbed.origin(pathName)}${NODE_PATH}`,
+        url: `${testbed.origin(pathName)}${level.document === 'list' ? LIST_PATH : NODE_PATH}`,
         requests,
         clients: level.clients,
         streams: level.streams,
@@ -126,6 +145,9 @@ export const latencyScenario: Scenario = {
         name,
       };
       try {
+        if (level.ratePerSecond !== undefined) {
+          return await runPacedLoad({ url: options.url, headers: REQUEST_HEADERS, ratePerSecond: level.ratePerSecond, requests, signal: context.signal });
+        }
         return await runH2load(context.supervisor, options, context.signal);
       } finally {
         // A crash often comes as the client disconnects at the end of the run, so it is looked for after a pause.
