@@ -185,7 +185,7 @@ export async function startStallguard(config: Config, logger: Logger, options: S
     },
   };
 
-  // Upgrades get their own HTTP/1.1 connection, sent to an endpoint that holds a healthy session.
+  // Upgrades get their own HTTP/1.1 connection, sent to an endpoint that has a healthy session.
   const openTunnel = (req: http.IncomingMessage, socket: Duplex, head: Buffer, identity: 'client-cert' | 'anonymous', identityHeaders: IdentityHeaders) => {
     pool
       .acquire({ identity, exclude: new Set(), deadline: Date.now() + config.upstream.connectTimeoutMs })
@@ -356,8 +356,10 @@ function listen(server: net.Server | http.Server | http2.Http2SecureServer, addr
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException) => {
       if (err.code === 'EADDRINUSE' || err.code === 'EADDRNOTAVAIL' || err.code === 'EACCES') {
-        const why = err.code === 'EADDRINUSE' ? 'is already in use' : err.code === 'EACCES' ? 'may not be bound by this user' : 'is not an address of this host';
-        reject(new ConfigError([`${key}: "${address}" ${why} (${err.code}); stop what holds it or choose another address for ${key}`]));
+        let problem = 'is not an address of this host';
+        if (err.code === 'EADDRINUSE') problem = 'is already in use';
+        if (err.code === 'EACCES') problem = 'may not be bound by this user';
+        reject(new ConfigError([`${key}: "${address}" ${problem} (${err.code}); stop the process that uses it or choose another address for ${key}`]));
         return;
       }
       reject(err);

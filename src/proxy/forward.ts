@@ -131,8 +131,8 @@ export class ForwardedRequest {
         }
       }
 
-      // The client may have left while a session was found or PINGed: send nothing then, above
-      // all not a write that nobody waits for.
+      // The client may have left while a session was found or PINGed. Then nothing is sent, above
+      // all not a write whose outcome no client would learn.
       if (this.#clientGone) return;
 
       this.#tried.add(session);
@@ -399,7 +399,7 @@ export class ForwardedRequest {
 
   /**
    * The session died after the client saw response bytes. A watch is ended cleanly, so client-go's
-   * reflector re-watches from its last resourceVersion at once; any other response is aborted, so
+   * reflector re-watches from its last resourceVersion at once. Any other response is aborted, so
    * no client takes a truncated body for a whole one.
    */
   #endStartedResponse(reason: string): void {

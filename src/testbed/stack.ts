@@ -30,7 +30,7 @@ export interface StackOptions {
   replicate?: boolean;
   /** How often stallguard re-reads its TLS files, in ms (its default is 5 s). */
   tlsPollIntervalMs?: number;
-  /** Where stallguard's logs go; silent unless given. */
+  /** The logger stallguard writes to; silent unless given. */
   logger?: Logger;
 }
 
@@ -107,7 +107,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   };
 }
 
-/** The defaults of the configuration contract, pointed at test files and ephemeral ports. */
+/** Builds the configuration contract's defaults, pointed at test files and ephemeral ports. */
 export function buildConfig(dir: string, pki: TestPki, endpoints: string[], overrides: ConfigOverrides): Config {
   const base: Config = {
     mode: 'http2',

@@ -11,16 +11,16 @@ import type { UpstreamIdentity } from './identity.js';
  *   ready ──GOAWAY / drain()──▶ draining ──last stream ends──▶ closed
  *     └──────── evict(): PING timeout, reset, EOF, error ─────▶ closed
  *
- * Invariants: new streams are opened only in `ready`; `closed` is final and its h2 session is
- * destroyed; every transition goes through `transition()`, which logs once and notifies the pool.
+ * Invariants: new streams are opened only in `ready`. `closed` is final, and its h2 session is
+ * destroyed. Every transition goes through `transition()`, which logs once and notifies the pool.
  */
 export type SessionState = 'ready' | 'draining' | 'closed';
 
-/** Why a session left `ready`; a closed set so it can label metrics. */
+/** The reason a session left `ready`, from a closed set so it can label metrics. */
 export type EvictionReason = 'ping_timeout' | 'reset' | 'eof' | 'goaway' | 'error' | 'drain' | 'shutdown' | 'idle_close' | 'rotation' | 'removed';
 
 /**
- * A request attempt that has a stream open on a session. The session tells it when the session is
+ * A request attempt that has a stream open on a session. The session calls it when the session is
  * lost, before the h2 session is destroyed, so the attempt can decide to retry, end a watch
  * cleanly or abort, knowing why.
  */
@@ -29,8 +29,8 @@ export interface StreamTenant {
   /** Called when a GOAWAY arrives; `lastStreamId` is the highest stream the server will process. */
   onGoaway?(lastStreamId: number): void;
   /**
-   * Called when the session is retired (its endpoint removed, or its identity rotated): a watch
-   * ends cleanly so the client re-watches on another session; other requests finish.
+   * Called when the session is retired because its endpoint was removed or its credentials were
+   * rotated. A watch ends cleanly so the client re-watches on another session, and other requests finish.
    */
   onRetire?(): void;
 }
